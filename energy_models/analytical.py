@@ -1,0 +1,172 @@
+"""Analytical (roofline) cost of LLM inference from GPU specs and LLM shapes.
+
+Time comes from FLOPs and bytes moved; power lies between idle and TDP according to how
+compute-bound the work is. A few efficiency constants per serving engine are fitted to the
+ML.ENERGY leaderboard (see ``energy_models.fit_analytical``) and shipped in
+``energy_models/data/analytical_params.json``.
+
+Per decode step of a replica running ``batch`` sequences on ``tp`` devices::
+
+    t_mem  = (weight bytes read + batch * context * KV bytes per token) / (tp * bandwidth * bw_eff)
+    t_comp = (2 * active params + 4 * layers * hidden * context) * batch / (tp * flops * mfu_decode)
+    t_gpu  = max(t_mem, t_comp) + seq_overhead_s * batch    # sampling, bookkeeping on the GPU
+    t_step = (t_gpu + step_overhead_s) * (1 + tp_overhead * log2(tp))   # host time per step
+
+Prefill of ``m`` tokens takes ``(2 * active params * m + 2 * layers * hidden * m^2) /
+(tp * flops * mfu_prefill)`` plus one read of the weights. A request occupies its replica for
+``t_prefill + n * t_step / batch`` seconds (continuous batching shares each step), and in a
+full replica every step also waits for the prefills of the requests that replace finished
+ones, so the time per output token is ``t_step + batch * t_prefill / n`` (ML.ENERGY's TPOT).
+The device draws idle power plus a share of its dynamic range while the GPU works, and idle
+power while the host works.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+
+from energy_models.catalog import get_device, get_llm
+from energy_models.errors import CalibrationError
+
+GB = 1e9
+TFLOP = 1e12
+
+
+@dataclass(frozen=True)
+class EngineConstants:
+    """Efficiency constants of one serving stack; all dimensionless except ``step_overhead_s``."""
+
+    bw_eff: float
+    """Fraction of peak memory bandwidth a decode step achieves."""
+    mfu_prefill: float
+    """Fraction of peak FLOP/s prefill achieves."""
+    mfu_decode: float
+    """Fraction of peak FLOP/s the compute-bound part of decoding achieves."""
+    step_overhead_s: float
+    """Fixed host time per decode step (scheduling, kernel launches); the GPU idles meanwhile."""
+    seq_overhead_s: float
+    """GPU time per sequence per decode step beyond the roofline (sampling, paged attention)."""
+    tp_overhead: float
+    """Extra time per doubling of the tensor-parallel degree (all-reduce traffic)."""
+    power_mem: float
+    """Fraction of the idle-to-TDP range drawn when memory-bound."""
+    power_comp: float
+    """Fraction of the idle-to-TDP range drawn when compute-bound."""
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return list(cls.__dataclass_fields__)
+
+
+@cache
+def shipped_constants() -> dict[str, EngineConstants]:
+    """Fitted constants per engine, as shipped with the package."""
+    text = resources.files("energy_models").joinpath("data", "analytical_params.json").read_text()
+    raw = json.loads(text)
+    return {engine: EngineConstants(**raw["engines"][engine]) for engine in raw["engines"]}
+
+
+WORK_COLUMNS = ("llm", "device", "input_tokens", "output_tokens", "batch", "tp")
+
+
+def _spec_arrays(work: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Per-row LLM and device numbers, looked up once per distinct name."""
+    llm_rows = {name: get_llm(name) for name in work["llm"].unique()}
+    dev_rows = {name: get_device(name) for name in work["device"].unique()}
+    llm = work["llm"].map
+    dev = work["device"].map
+    return {
+        "params": llm({k: v.params_b * GB for k, v in llm_rows.items()}).to_numpy(float),
+        "active": llm({k: v.active_params_b * GB for k, v in llm_rows.items()}).to_numpy(float),
+        "dtype_bytes": llm({k: v.dtype_bytes for k, v in llm_rows.items()}).to_numpy(float),
+        "layers": llm({k: v.layers for k, v in llm_rows.items()}).to_numpy(float),
+        "hidden": llm({k: v.hidden_size for k, v in llm_rows.items()}).to_numpy(float),
+        "kv_bytes": llm({k: v.kv_bytes_per_token for k, v in llm_rows.items()}).to_numpy(float),
+        "bandwidth": dev({k: v.bandwidth_gb_s * GB for k, v in dev_rows.items()}).to_numpy(float),
+        "flops": dev({k: v.fp16_tflops * TFLOP for k, v in dev_rows.items()}).to_numpy(float),
+        "tdp_w": dev({k: v.tdp_w for k, v in dev_rows.items()}).to_numpy(float),
+        "idle_w": dev({k: v.idle_w for k, v in dev_rows.items()}).to_numpy(float),
+    }
+
+
+def analytical_costs(work: pd.DataFrame, constants: EngineConstants) -> pd.DataFrame:
+    """Cost of each row of ``work`` (columns WORK_COLUMNS, optional ``power_cap_w`` per device).
+
+    Returns per request: ``energy_j`` (gross, whole replica, the request's share),
+    ``runtime_s`` (its own wall time), ``replica_s`` (replica time it occupies), ``power_w``
+    (replica mean power while busy), ``idle_power_w`` (replica), ``peak_power_w`` (replica),
+    ``ttft_s``, ``itl_s`` (mean time per output token, prefill stalls included).
+    """
+    missing = [c for c in WORK_COLUMNS if c not in work.columns]
+    if missing:
+        raise CalibrationError(f"work table lacks column {missing[0]!r}")
+    s = _spec_arrays(work)
+    m = work["input_tokens"].to_numpy(float)
+    n = work["output_tokens"].to_numpy(float)
+    batch = work["batch"].to_numpy(float)
+    tp = work["tp"].to_numpy(float)
+    c = constants
+
+    context = m + n / 2.0
+    weight_bytes = np.minimum(s["params"], s["active"] * batch) * s["dtype_bytes"]
+    t_mem = (weight_bytes + batch * context * s["kv_bytes"]) / (tp * s["bandwidth"] * c.bw_eff)
+    step_flops = (2.0 * s["active"] + 4.0 * s["layers"] * s["hidden"] * context) * batch
+    t_comp = step_flops / (tp * s["flops"] * c.mfu_decode)
+    tp_factor = 1.0 + c.tp_overhead * np.log2(tp)
+    # Per-sequence work (sampling, paged-attention bookkeeping) keeps the GPU busy; the fixed
+    # per-step host time leaves it idle.
+    t_gpu = np.maximum(t_mem, t_comp) + c.seq_overhead_s * batch
+    t_step = (t_gpu + c.step_overhead_s) * tp_factor
+
+    prefill_flops = 2.0 * s["active"] * m + 2.0 * s["layers"] * s["hidden"] * m**2
+    t_prefill = (
+        prefill_flops / (tp * s["flops"] * c.mfu_prefill)
+        + s["params"] * s["dtype_bytes"] / (tp * s["bandwidth"] * c.bw_eff)
+    ) * tp_factor
+
+    compute_share = t_comp / np.maximum(t_mem, t_comp)
+    gpu_busy_share = t_gpu * tp_factor / t_step
+    dynamic_w = s["tdp_w"] - s["idle_w"]
+    decode_w = s["idle_w"] + dynamic_w * gpu_busy_share * (
+        c.power_mem + (c.power_comp - c.power_mem) * compute_share
+    )
+    prefill_w = s["idle_w"] + dynamic_w * c.power_comp
+
+    if "power_cap_w" in work.columns:
+        # A capped device slows its clocks: same work at lower power, time stretched to match.
+        cap = work["power_cap_w"].to_numpy(float)
+        cap = np.where(np.isfinite(cap), cap, np.inf)
+        decode_stretch = np.maximum(1.0, decode_w / cap)
+        prefill_stretch = np.maximum(1.0, prefill_w / cap)
+        t_step, decode_w = t_step * decode_stretch, decode_w / decode_stretch
+        t_prefill, prefill_w = t_prefill * prefill_stretch, prefill_w / prefill_stretch
+
+    decode_share_s = n * t_step / batch
+    replica_s = t_prefill + decode_share_s
+    device_w = (prefill_w * t_prefill + decode_w * decode_share_s) / replica_s
+    itl_s = t_step + batch * t_prefill / n
+    return pd.DataFrame(
+        {
+            "energy_j": device_w * tp * replica_s,
+            "runtime_s": t_prefill + t_step + n * itl_s,
+            "replica_s": replica_s,
+            "power_w": device_w * tp,
+            "idle_power_w": s["idle_w"] * tp,
+            "peak_power_w": np.maximum(prefill_w, decode_w) * tp,
+            "ttft_s": t_prefill + t_step,
+            "itl_s": itl_s,
+        },
+        index=work.index,
+    )
+
+
+def constants_to_json(constants: dict[str, EngineConstants], provenance: dict) -> str:
+    """The shipped-parameters file: constants per engine and how they were fitted."""
+    body = {"engines": {k: asdict(v) for k, v in sorted(constants.items())}, **provenance}
+    return json.dumps(body, indent=2, sort_keys=True) + "\n"

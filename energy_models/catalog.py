@@ -1,0 +1,156 @@
+"""Spec catalogs of GPUs, CPUs/SoCs and LLMs, written from public spec sheets and model configs.
+
+The YAML files in ``energy_models/data`` are the source of truth; each entry names its source.
+Lookups accept the canonical name or any alias, case-insensitively, and suggest the closest
+known name when nothing matches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+
+from energy_models.errors import CatalogError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """A GPU or a CPU/SoC package, as one accelerator of a fleet pool."""
+
+    name: str
+    kind: Literal["gpu", "cpu"]
+    memory_gb: float
+    bandwidth_gb_s: float
+    fp16_tflops: float
+    """Dense FP16/BF16 peak (no sparsity); for CPUs the BF16/FP16 vector or matrix peak."""
+    tdp_w: float
+    idle_w: float
+    architecture: str
+    year: int
+    source: str
+    cores: int | None = None
+    """CPU cores (CPUs only)."""
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LlmSpec:
+    """An LLM's shape from its config, and a quality score with the score's source."""
+
+    name: str
+    hf_id: str
+    params_b: float
+    active_params_b: float
+    layers: int
+    hidden_size: int
+    heads: int
+    kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    dtype_bytes: float
+    max_context: int
+    quality: float
+    quality_source: str
+    source: str
+    head_dim: int | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def head_dim_(self) -> int:
+        return self.head_dim or self.hidden_size // self.heads
+
+    @property
+    def weight_gb(self) -> float:
+        return self.params_b * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """Key and value bytes one token adds to the cache, over all layers."""
+        return 2.0 * self.layers * self.kv_heads * self.head_dim_ * self.dtype_bytes
+
+
+def _build(cls: type, entry: dict[str, Any], where: str, defaults: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(entry) - names)
+    if unknown:
+        raise CatalogError(f"{where}: unknown field {unknown[0]!r}")
+    loader_set = sorted(set(entry) & set(defaults))
+    if loader_set:
+        raise CatalogError(f"{where}: field {loader_set[0]!r} is set by the loader, not the file")
+    required = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.name not in defaults
+    ]
+    missing = [n for n in required if n not in entry]
+    if missing:
+        raise CatalogError(f"{where}: missing field {missing[0]!r}")
+    values = {**defaults, **entry}
+    values["aliases"] = tuple(values.get("aliases", ()))
+    return cls(**values)
+
+
+class Catalog:
+    """Name-indexed specs with alias and case-insensitive lookup."""
+
+    def __init__(self, kind: str, items: list[Any]):
+        self.kind = kind
+        self.items = {item.name: item for item in items}
+        self._lookup: dict[str, str] = {}
+        for item in items:
+            for key in (item.name, *item.aliases):
+                if key.lower() in self._lookup:
+                    raise CatalogError(f"{kind} catalog: name or alias {key!r} appears twice")
+                self._lookup[key.lower()] = item.name
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._lookup
+
+    def __iter__(self):
+        return iter(self.items.values())
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, name: str) -> Any:
+        try:
+            return self.items[self._lookup[name.lower()]]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, list(self.items)) from None
+
+
+def _load_yaml(filename: str) -> Any:
+    text = resources.files("energy_models").joinpath("data", filename).read_text()
+    return yaml.safe_load(text)
+
+
+@cache
+def devices() -> Catalog:
+    """All GPUs and CPUs, in one namespace (a fleet pool names one of them)."""
+    items = []
+    for kind, filename in (("gpu", "gpus.yaml"), ("cpu", "cpus.yaml")):
+        for i, entry in enumerate(_load_yaml(filename)):
+            items.append(_build(DeviceSpec, entry, f"{filename} entry {i}", {"kind": kind}))
+    return Catalog("device", items)
+
+
+@cache
+def llms() -> Catalog:
+    items = [
+        _build(LlmSpec, entry, f"llms.yaml entry {i}", {})
+        for i, entry in enumerate(_load_yaml("llms.yaml"))
+    ]
+    return Catalog("LLM", items)
+
+
+def get_device(name: str) -> DeviceSpec:
+    return devices().get(name)
+
+
+def get_llm(name: str) -> LlmSpec:
+    return llms().get(name)

@@ -1,0 +1,60 @@
+"""The main job: fleet + workload -> checked optimised plan and checked baseline plans."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from solvers.baselines import BASELINES, run_baseline
+
+from energy_models.cost import CostChain, default_chain
+from scheduler.build import Built, build_problem
+from scheduler.inventory import Fleet
+from scheduler.plan import Plan, make_plan
+from solvers.errors import InfeasibleError
+from solvers.milp import solve_milp
+from workloads.spec import Workload
+
+
+@dataclass(frozen=True)
+class Outcome:
+    built: Built
+    plan: Plan
+    baselines: dict[str, Plan | str]
+    """Each baseline's checked plan, or the reason its rule cannot serve the workload."""
+
+    def sources(self) -> list[dict[str, str]]:
+        pairs = self.built.deployments[["llm", "device", "source"]].drop_duplicates()
+        return pairs.sort_values(["llm", "device"]).to_dict("records")
+
+
+def run_plan(
+    fleet: Fleet,
+    workload: Workload,
+    *,
+    chain: CostChain | None = None,
+    solver: str = "highs",
+    time_limit_s: float = 30.0,
+    baselines: bool = True,
+    progress: Callable[[str], None] = lambda message: None,
+) -> Outcome:
+    """Price, solve, check; raises InfeasibleError naming what cannot be served."""
+    chain = chain or default_chain(fleet.defaults.engine)
+    progress("pricing work on every candidate deployment")
+    built = build_problem(fleet, workload, chain)
+    problem = built.problem
+    progress(f"solving: {len(problem.classes)} demand classes x "
+             f"{len(problem.deployments)} candidate deployments")
+    solution = solve_milp(problem, solver=solver, time_limit_s=time_limit_s)
+    progress("checking the plan and predicting per-request latency")
+    plan = make_plan("optimised", built, solution, workload.requests, chain, fleet)
+    others: dict[str, Plan | str] = {}
+    if baselines:
+        for name in BASELINES:
+            progress(f"baseline {name}")
+            try:
+                others[name] = make_plan(name, built, run_baseline(name, problem),
+                                         workload.requests, chain, fleet)
+            except InfeasibleError as exc:
+                others[name] = "; ".join(exc.reasons)
+    return Outcome(built, plan, others)

@@ -1,0 +1,139 @@
+"""Plans as a dict (for JSON and YAML) and as rich tables (for people)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.plan import Plan
+
+
+def _num(value: float | None, digits: int = 6) -> float | None:
+    """Round for stable, readable output; None for missing or non-finite values."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+def plan_summary(plan: Plan) -> dict[str, Any]:
+    """The headline numbers every plan has, optimised or baseline."""
+    return {
+        "energy_j": _num(plan.energy_j),
+        "active_energy_j": _num(plan.energy_active_j),
+        "idle_energy_j": _num(plan.energy_idle_j),
+        "j_per_request": _num(plan.j_per_request),
+        "mean_power_w": _num(plan.mean_power_w),
+        "peak_power_w": _num(plan.peak_power_w),
+        "devices_on": plan.devices_on,
+        "mean_ttft_s": _num(plan.mean_ttft_s),
+        "mean_e2e_s": _num(plan.mean_e2e_s),
+        "slo_attainment": _num(plan.slo_attainment),
+        "cost_usd": _num(plan.cost_usd),
+    }
+
+
+def plan_document(
+    plan: Plan,
+    baselines: dict[str, Plan | str],
+    *,
+    fleet: str,
+    workload: str,
+    sources: list[dict[str, str]],
+) -> dict[str, Any]:
+    """One JSON-able object: the optimised plan, its provenance and every baseline."""
+    sol = plan.solution
+    doc: dict[str, Any] = {
+        "fleet": fleet,
+        "workload": workload,
+        "horizon_s": plan.horizon_s,
+        "requests": plan.requests,
+        **plan_summary(plan),
+        "status": sol.status,
+        "solver": sol.solver,
+        "gap": _num(sol.gap),
+        "bound_j": _num(sol.bound_j),
+        "solve_time_s": _num(sol.solve_time_s, 4),
+        "replicas": [
+            {k: (_num(v) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in plan.replicas.to_dict("records")
+        ],
+        "routing": [
+            {"class_id": r["class_id"], "deployment": r["deployment"],
+             "requests": _num(r["requests"])}
+            for r in plan.routing.to_dict("records")
+        ],
+        "sources": sources,
+        "baselines": {},
+    }
+    for name, other in baselines.items():
+        if isinstance(other, str):
+            doc["baselines"][name] = {"status": "infeasible", "reason": other,
+                                      "energy_j": None, "slo_attainment": None}
+            continue
+        summary = plan_summary(other)
+        summary["saving_pct"] = _num(100.0 * (1.0 - plan.energy_j / other.energy_j), 4)
+        summary["status"] = other.solution.status
+        doc["baselines"][name] = summary
+    return doc
+
+
+def to_json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+
+
+def to_yaml(doc: dict[str, Any]) -> str:
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _fmt_energy(joules: float) -> str:
+    return f"{joules / 3.6e6:,.2f} kWh"
+
+
+def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str],
+                  sources: list[dict[str, str]]) -> None:
+    """The plan, the energy comparison and the cost sources, for a terminal."""
+    sol = plan.solution
+    gap = "n/a" if sol.gap is None else f"{sol.gap:.2%}"
+    console.print(
+        f"[bold]Energy-optimal plan[/bold]: {plan.requests:,} requests over "
+        f"{plan.horizon_s / 3600:.2f} h, status {sol.status}, solver {sol.solver}, "
+        f"solve {sol.solve_time_s:.2f} s, gap {gap}"
+    )
+    replicas = Table(title="Replicas")
+    for col in ("pool", "device", "llm", "tp", "max batch", "replicas", "devices"):
+        replicas.add_column(col, justify="right" if col in {"tp", "max batch", "replicas",
+                                                            "devices"} else "left")
+    for r in plan.replicas.itertuples():
+        replicas.add_row(r.pool, r.device, r.llm, str(r.tp), str(r.batch), str(r.replicas),
+                         str(r.devices))
+    console.print(replicas)
+
+    compare = Table(title="Energy against today's rules (same workload, same checker)")
+    for col in ("plan", "energy", "idle share", "J/request", "mean power", "devices on",
+                "SLO met", "saving"):
+        compare.add_column(col, justify="left" if col == "plan" else "right")
+
+    def row(name: str, p: Plan, saving: str) -> None:
+        compare.add_row(name, _fmt_energy(p.energy_j), f"{p.energy_idle_j / p.energy_j:.0%}",
+                        f"{p.j_per_request:,.1f}", f"{p.mean_power_w / 1e3:,.2f} kW",
+                        str(p.devices_on), f"{p.slo_attainment:.1%}", saving)
+
+    row("[bold]optimised[/bold]", plan, "")
+    for name, other in baselines.items():
+        if isinstance(other, str):
+            compare.add_row(name, "infeasible", "", "", "", "", "", other)
+        else:
+            row(name, other, f"{1.0 - plan.energy_j / other.energy_j:.1%}")
+    console.print(compare)
+
+    table = Table(title="Cost sources per (llm, device)")
+    for col in ("llm", "device", "source"):
+        table.add_column(col)
+    for s in sources:
+        table.add_row(s["llm"], s["device"], s["source"])
+    console.print(table)
