@@ -16,7 +16,8 @@ Prefill of ``m`` tokens takes ``(2 * active params * m + 2 * layers * hidden * m
 (tp * flops * mfu_prefill)`` plus one read of the weights. A request occupies its replica for
 ``t_prefill + n * t_step / batch`` seconds (continuous batching shares each step), and in a
 full replica every step also waits for the prefills of the requests that replace finished
-ones, so the time per output token is ``t_step + batch * t_prefill / n`` (ML.ENERGY's TPOT).
+ones: a request's inter-token latency is ``t_step + (batch - 1) * t_prefill / n`` and the
+replica's time per output token is ``batch * replica_s / n`` (ML.ENERGY's TPOT).
 The device draws idle power plus a share of its dynamic range while the GPU works, and idle
 power while the host works.
 """
@@ -101,7 +102,7 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants) -> pd.DataF
     Returns per request: ``energy_j`` (gross, whole replica, the request's share),
     ``runtime_s`` (its own wall time), ``replica_s`` (replica time it occupies), ``power_w``
     (replica mean power while busy), ``idle_power_w`` (replica), ``peak_power_w`` (replica),
-    ``ttft_s``, ``itl_s`` (mean time per output token, prefill stalls included).
+    ``ttft_s``, ``itl_s`` (mean inter-token gap, other requests' prefill stalls included).
     """
     missing = [c for c in WORK_COLUMNS if c not in work.columns]
     if missing:
@@ -150,7 +151,8 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants) -> pd.DataF
     decode_share_s = n * t_step / batch
     replica_s = t_prefill + decode_share_s
     device_w = (prefill_w * t_prefill + decode_w * decode_share_s) / replica_s
-    itl_s = t_step + batch * t_prefill / n
+    # Other sequences' prefills stall this one: (batch - 1) admissions every n steps.
+    itl_s = t_step + (batch - 1.0) * t_prefill / n
     return pd.DataFrame(
         {
             "energy_j": device_w * tp * replica_s,

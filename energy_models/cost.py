@@ -35,7 +35,8 @@ COST_COLUMNS = (
 
 
 class CostSource(Protocol):
-    """One way of pricing work; ``costs`` returns COST_COLUMNS except ``source``."""
+    """One way of pricing work; ``costs`` returns COST_COLUMNS (``source`` optional: it
+    defaults to the source's ``name``, and a source may refine it per row)."""
 
     name: str
 
@@ -66,7 +67,8 @@ class AnalyticalSource:
         parts = []
         for kind, rows in work.groupby(kinds, sort=True):
             engine = "cpu" if kind == "cpu" else self.gpu_engine
-            parts.append(analytical_costs(rows, self._constants(engine)))
+            costs = analytical_costs(rows, self._constants(engine))
+            parts.append(costs.assign(source=f"analytical:{engine}"))
         return pd.concat(parts).loc[work.index]
 
 
@@ -95,7 +97,10 @@ class CostChain:
         parts = []
         for name, rows in work.groupby(names, sort=True):
             source = next(s for s in self.sources if s.name == name)
-            parts.append(source.costs(rows).assign(source=name))
+            costs = source.costs(rows)
+            if "source" not in costs.columns:
+                costs = costs.assign(source=name)
+            parts.append(costs)
         return pd.concat(parts).loc[work.index, list(COST_COLUMNS)]
 
 

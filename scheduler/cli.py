@@ -43,12 +43,12 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except PlanRejected as exc:
-        err.print(f"[red]internal error[/red]: {exc}", highlight=False)
+        err.print(f"[red]internal error[/red]: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except InfeasibleError as exc:
         err.print(f"[red]error[/red]: infeasible: {exc.reasons[0]}"
                   + (f" (and {len(exc.reasons) - 1} more)" if len(exc.reasons) > 1 else ""),
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (InputError, WorkloadError, EnergyModelError, SolverError) as exc:
         err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
@@ -80,7 +80,9 @@ def plan(
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources())
         if out is not None:
-            text = to_yaml(doc) if out.suffix in {".yaml", ".yml"} else to_json(doc)
+            # The saved plan leaves out wall-clock timing so equal inputs give equal bytes.
+            saved = {k: v for k, v in doc.items() if k != "solve_time_s"}
+            text = to_yaml(saved) if out.suffix in {".yaml", ".yml"} else to_json(saved)
             try:
                 write_atomic(out, text)
             except OSError as exc:
@@ -112,7 +114,7 @@ def catalog(
     if kind is CatalogKind.llms:
         for col in ("name", "params B", "active B", "layers", "kv heads", "context", "quality",
                     "quality source"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=col == "name")
         for m in llms():
             table.add_row(m.name, f"{m.params_b:g}", f"{m.active_params_b:g}", str(m.layers),
                           str(m.kv_heads), str(m.max_context), f"{m.quality:g}", m.quality_source)
@@ -120,7 +122,7 @@ def catalog(
         wanted = "gpu" if kind is CatalogKind.gpus else "cpu"
         for col in ("name", "memory GB", "bandwidth GB/s", "FP16 TFLOP/s", "TDP W", "idle W",
                     "architecture", "year"):
-            table.add_column(col)
+            table.add_column(col, no_wrap=col == "name")
         for d in devices():
             if d.kind == wanted:
                 table.add_row(d.name, f"{d.memory_gb:g}", f"{d.bandwidth_gb_s:g}",

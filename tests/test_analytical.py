@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from energy_models.analytical import analytical_costs, shipped_constants
+from energy_models.cost import AnalyticalSource, CostChain, default_chain
+from energy_models.errors import CalibrationError, UnknownNameError
+from energy_models.fit_analytical import fit_engine, fit_shipped, mdape
+from energy_models.mlenergy import load_v2
+
+VLLM = shipped_constants()["vllm"]
+
+
+def work(**overrides):
+    base = {"llm": "llama-3.1-8b", "device": "H100-SXM", "input_tokens": 512,
+            "output_tokens": 256, "batch": 32, "tp": 1}
+    base.update(overrides)
+    return pd.DataFrame([base])
+
+
+def test_costs_are_consistent():
+    cost = analytical_costs(work(), VLLM).iloc[0]
+    assert cost.energy_j == pytest.approx(cost.power_w * cost.replica_s)
+    assert cost.idle_power_w < cost.power_w <= cost.peak_power_w + 1e-9
+    assert cost.ttft_s < cost.runtime_s
+    assert cost.replica_s < cost.runtime_s  # batching shares the replica
+
+
+def test_energy_per_request_falls_with_batch_and_rises_with_tokens():
+    costs = analytical_costs(
+        pd.concat([work(batch=1), work(batch=8), work(batch=64), work(output_tokens=512)],
+                  ignore_index=True), VLLM)
+    assert costs.energy_j[0] > costs.energy_j[1] > costs.energy_j[2]
+    assert costs.energy_j[3] > analytical_costs(work(), VLLM).energy_j[0]
+
+
+def test_faster_memory_means_lower_latency():
+    costs = analytical_costs(pd.concat([work(device="A100-40GB"), work(device="H100-SXM"),
+                                        work(device="L4")], ignore_index=True), VLLM)
+    assert costs.itl_s[1] < costs.itl_s[0] < costs.itl_s[2]
+
+
+def test_power_cap_trades_time_for_power():
+    free = analytical_costs(work(power_cap_w=math.nan), VLLM).iloc[0]
+    capped = analytical_costs(work(power_cap_w=200.0), VLLM).iloc[0]
+    assert capped.power_w <= 200.0 + 1e-9
+    assert capped.itl_s > free.itl_s
+
+
+def test_chain_reports_its_source_and_keeps_row_order():
+    rows = pd.concat([work(device="Xeon-Platinum-8480+"), work(), work(device="L4")],
+                     ignore_index=True)
+    costs = default_chain().costs(rows)
+    assert costs.source.tolist() == ["analytical:cpu", "analytical:vllm", "analytical:vllm"]
+    direct = analytical_costs(rows.iloc[[1]], VLLM)
+    assert costs.energy_j.iloc[1] == pytest.approx(direct.energy_j.iloc[0])
+    assert costs.energy_j.iloc[0] != pytest.approx(costs.energy_j.iloc[1])
+
+
+def test_chain_prefers_the_first_covering_source():
+    class Measured:
+        name = "measured"
+
+        def covers(self, llm, device):
+            return device == "L4"
+
+        def costs(self, work):
+            return analytical_costs(work, VLLM) * 2
+
+    chain = CostChain([Measured(), AnalyticalSource()])
+    costs = chain.costs(pd.concat([work(), work(device="L4")], ignore_index=True))
+    assert costs.source.tolist() == ["analytical:vllm", "measured"]
+
+
+def test_unknown_names_and_engines_fail_clearly():
+    with pytest.raises(UnknownNameError, match="did you mean"):
+        default_chain().costs(work(device="H100-SMX"))
+    with pytest.raises(CalibrationError, match="engine"):
+        AnalyticalSource("tgi").costs(work())
+
+
+def test_fit_recovers_constants_from_synthetic_measurements():
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({
+        "llm": rng.choice(["llama-3.1-8b", "gemma-2-9b", "llama-3.1-70b"], 60),
+        "device": rng.choice(["A100-80GB", "H100-SXM"], 60),
+        "input_tokens": 256.0,
+        "output_tokens": rng.uniform(100, 500, 60),
+        "batch": rng.choice([8.0, 32.0, 128.0], 60),
+        "tp": 4,
+    })
+    costs = analytical_costs(rows, VLLM)
+    rows["energy_j"] = costs.energy_j
+    rows["time_per_token_s"] = costs.replica_s * rows.batch / rows.output_tokens
+    fit = fit_engine(rows)
+    assert fit.energy_mdape < 1.0
+    assert fit.time_mdape < 1.0
+
+
+def test_shipped_constants_are_the_fit_of_the_shared_data(shared_data):
+    constants, provenance, errors = fit_shipped(str(shared_data / "mlenergy-leaderboard-v1v2"))
+    for engine, fitted in constants.items():
+        assert shipped_constants()[engine] == fitted
+    assert provenance["fits"]["vllm"]["rows"] > 250
+    assert set(errors.device) >= {"A100-40GB", "H100-SXM", "V100", "A40"}
+
+
+def test_v2_loader_maps_every_model(shared_data):
+    table, skipped = load_v2(shared_data / "mlenergy-leaderboard-v1v2")
+    assert skipped == []
+    assert set(table.device) == {"A100-40GB", "H100-SXM"}
+    assert mdape(np.array([1.1, 0.9]), np.array([1.0, 1.0])) == pytest.approx(10.0)
