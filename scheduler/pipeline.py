@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from solvers.baselines import BASELINES, run_baseline
-
 from energy_models.cost import CostChain, default_chain
 from scheduler.build import Built, build_problem
 from scheduler.inventory import Fleet
 from scheduler.plan import Plan, make_plan
+from solvers.baselines import BASELINES, run_baseline
 from solvers.errors import InfeasibleError
 from solvers.milp import solve_milp
 from workloads.spec import Workload

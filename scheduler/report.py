@@ -126,10 +126,13 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
     row("[bold]optimised[/bold]", plan, "")
     for name, other in baselines.items():
         if isinstance(other, str):
-            compare.add_row(name, "infeasible", "", "", "", "", "", other)
+            compare.add_row(name, "infeasible", "", "", "", "", "", "see below")
         else:
             row(name, other, f"{1.0 - plan.energy_j / other.energy_j:.1%}")
     console.print(compare)
+    for name, other in baselines.items():
+        if isinstance(other, str):
+            console.print(f"{name} cannot serve this workload: {other}", highlight=False)
 
     table = Table(title="Cost sources per (llm, device)")
     for col in ("llm", "device", "source"):
