@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(other, str):
             print(f"  {name:18s} infeasible: {other}")
             continue
-        saving = 100.0 * (1.0 - plan.energy_j / other.energy_j)
-        print(f"  {name:18s} {other.energy_j / 3.6e6:8.3f} kWh  saving {saving:5.1f} %  "
+        print(f"  {name:18s} {other.energy_j / 3.6e6:8.3f} kWh  "
+              f"saving {plan.saving_pct(other):5.1f} %  "
               f"SLO met {other.slo_attainment:.1%}  devices on {other.devices_on}")
     if feasible:
         best = min(feasible.values(), key=lambda p: p.energy_j)
         print(f"saving vs best baseline ({best.name}): "
-              f"{100.0 * (1.0 - plan.energy_j / best.energy_j):.1f} %")
+              f"{plan.saving_pct(best):.1f} %")
 
     times: dict[str, list[float]] = {args.solver: [], "cbc": []}
     for _ in range(args.repeats):

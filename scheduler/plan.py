@@ -49,6 +49,10 @@ class Plan:
     def mean_power_w(self) -> float:
         return self.energy_j / self.horizon_s
 
+    def saving_pct(self, other: Plan) -> float:
+        """How much less energy this plan uses than ``other``, in percent of ``other``'s."""
+        return 100.0 * (1.0 - self.energy_j / other.energy_j)
+
 
 def _per_request_latency(
     built: Built, routing: pd.DataFrame, requests: pd.DataFrame, chain: CostChain

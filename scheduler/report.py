@@ -76,7 +76,7 @@ def plan_document(
                                       "energy_j": None, "slo_attainment": None}
             continue
         summary = plan_summary(other)
-        summary["saving_pct"] = _num(100.0 * (1.0 - plan.energy_j / other.energy_j), 4)
+        summary["saving_pct"] = _num(plan.saving_pct(other), 4)
         summary["status"] = other.solution.status
         doc["baselines"][name] = summary
     return doc
@@ -128,11 +128,11 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
         if isinstance(other, str):
             compare.add_row(name, "infeasible", "", "", "", "", "", "see below")
         else:
-            row(name, other, f"{1.0 - plan.energy_j / other.energy_j:.1%}")
+            row(name, other, f"{plan.saving_pct(other):.1f}%")
     console.print(compare)
-    for name, other in baselines.items():
+    for other in baselines.values():
         if isinstance(other, str):
-            console.print(f"{name} cannot serve this workload: {other}", highlight=False)
+            console.print(other, highlight=False)
 
     table = Table(title="Cost sources per (llm, device)")
     for col in ("llm", "device", "source"):
