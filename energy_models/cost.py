@@ -1,8 +1,9 @@
 """The cost chain: what a piece of work costs on a device, from the best source available.
 
-Sources are tried in order per (llm, device) pair; the first that covers a pair prices all
-of its rows, and the ``source`` column says which one did. Today the chain ends in the
-analytical model, which covers every catalogued pair.
+Sources are tried in order for every row of work; the first that covers a row prices it, and
+the ``source`` column says which one did. Fitted regressions come first where the user gives
+them (they cover the (llm, device, tp) they were measured on, at measured batch sizes); the
+chain ends in the analytical model, which covers every catalogued pair.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from energy_models.analytical import (
@@ -20,6 +22,7 @@ from energy_models.analytical import (
 )
 from energy_models.catalog import get_device
 from energy_models.errors import CalibrationError
+from energy_models.fitting import FittedModel, FittedModels
 
 COST_COLUMNS = (
     "energy_j",
@@ -40,7 +43,9 @@ class CostSource(Protocol):
 
     name: str
 
-    def covers(self, llm: str, device: str) -> bool: ...
+    def covers(self, work: pd.DataFrame) -> np.ndarray:
+        """Which rows of ``work`` this source can price (a boolean per row)."""
+        ...
 
     def costs(self, work: pd.DataFrame) -> pd.DataFrame: ...
 
@@ -59,8 +64,8 @@ class AnalyticalSource:
                                    f"known: {sorted(shipped)}")
         return shipped[engine]
 
-    def covers(self, llm: str, device: str) -> bool:
-        return True
+    def covers(self, work: pd.DataFrame) -> np.ndarray:
+        return np.ones(len(work), dtype=bool)
 
     def costs(self, work: pd.DataFrame) -> pd.DataFrame:
         kinds = work["device"].map(lambda name: get_device(name).kind)
@@ -72,6 +77,102 @@ class AnalyticalSource:
         return pd.concat(parts).loc[work.index]
 
 
+class FittedSource:
+    """Regressions fitted to measurements, for the (llm, device, tp) and batch sizes they were
+    measured at. Energy and runtime come from the fits; time to first token and inter-token
+    latency from their own fits where the data had them, else from the analytical model scaled
+    by fitted / analytical runtime. Rows it cannot price are left to the next source, and
+    ``notes`` says why."""
+
+    name = "fitted"
+
+    def __init__(self, models: FittedModels, engine: str = "vllm",
+                 latency: AnalyticalSource | None = None):
+        self.models = models
+        self.engine = engine
+        self.latency = latency or AnalyticalSource(engine)
+        self._notes: dict[tuple[str, str], list[str]] = {}
+
+    def _note(self, llm: str, device: str, text: str) -> None:
+        notes = self._notes.setdefault((llm, device), [])
+        if text not in notes:
+            notes.append(text)
+
+    def notes(self) -> dict[tuple[str, str], str]:
+        return {pair: "; ".join(texts) for pair, texts in sorted(self._notes.items())}
+
+    def _predict(self, rows: pd.DataFrame) -> tuple[dict[str, FittedModel], dict[str, np.ndarray]]:
+        first = rows.iloc[0]
+        models, _ = self.models.usable(first.llm, first.device, int(first.tp), self.engine)
+        tokens = rows.loc[:, ["input_tokens", "output_tokens", "batch"]].to_numpy(float)
+        return models, {target: model.predict(tokens) for target, model in models.items()}
+
+    def _coverage(self, llm: str, device: str) -> str:
+        """Which tensor-parallel degrees and batch sizes the pair's accepted fits cover."""
+        spans = []
+        for tp in sorted({m.tp for m in self.models.models
+                          if (m.llm, m.device) == (llm, device)}):
+            models, _ = self.models.usable(llm, device, tp, self.engine)
+            if models:
+                lo, hi = models["energy_j"].domain["batch"]
+                spans.append(f"tp{tp} batch {lo:g}" + (f"-{hi:g}" if hi > lo else ""))
+        return "fits cover only " + ", ".join(spans) if spans else ""
+
+    def covers(self, work: pd.DataFrame) -> np.ndarray:
+        covered = pd.Series(False, index=work.index)
+        for (llm, device, tp), rows in work.groupby(["llm", "device", "tp"], sort=True):
+            models, reason = self.models.usable(llm, device, int(tp), self.engine)
+            if not models:
+                self._note(llm, device, self._coverage(llm, device) or reason)
+                continue
+            lo, hi = models["energy_j"].domain["batch"]
+            batch = rows["batch"].to_numpy(float)
+            in_batch = (batch >= lo * (1 - 1e-9)) & (batch <= hi * (1 + 1e-9))
+            if not in_batch.all():
+                self._note(llm, device, self._coverage(llm, device))
+            if in_batch.any():
+                _, predicted = self._predict(rows.loc[in_batch])
+                positive = (predicted["energy_j"] > 0) & (predicted["runtime_s"] > 0)
+                if not positive.all():
+                    self._note(llm, device, f"tp{tp}: the fit predicts non-positive energy or "
+                                            f"runtime far outside its domain")
+                covered.loc[rows.index[in_batch][positive]] = True
+        return covered.to_numpy()
+
+    def costs(self, work: pd.DataFrame) -> pd.DataFrame:
+        parts = []
+        for _, rows in work.groupby(["llm", "device", "tp"], sort=True):
+            models, predicted = self._predict(rows)
+            energy_model = models["energy_j"]
+            base = self.latency.costs(rows)
+            batch = rows["batch"].to_numpy(float)
+            tp = rows["tp"].to_numpy(float)
+            runtime_s = predicted["runtime_s"]
+            replica_s = runtime_s / batch
+            idle_w = (energy_model.idle_power_w if energy_model.idle_power_w is not None
+                      else get_device(rows["device"].iloc[0]).idle_w * tp)
+            energy_j = predicted["energy_j"]
+            if energy_model.energy_kind == "idle_subtracted":
+                energy_j = energy_j + idle_w * replica_s
+            scale = runtime_s / base["runtime_s"].to_numpy(float)
+            ttft_s = predicted.get("ttft_s", base["ttft_s"].to_numpy(float) * scale)
+            itl_s = predicted.get("itl_s", base["itl_s"].to_numpy(float) * scale)
+            power_w = energy_j / replica_s
+            if "power_cap_w" in rows.columns:
+                # A capped device runs slower at the cap; the work, so the energy, stays.
+                cap = rows["power_cap_w"].to_numpy(float) * tp
+                stretch = np.maximum(1.0, power_w / np.where(np.isfinite(cap), cap, np.inf))
+                runtime_s, replica_s = runtime_s * stretch, replica_s * stretch
+                ttft_s, itl_s, power_w = ttft_s * stretch, itl_s * stretch, power_w / stretch
+            parts.append(pd.DataFrame({
+                "energy_j": energy_j, "runtime_s": runtime_s, "replica_s": replica_s,
+                "power_w": power_w, "idle_power_w": idle_w * np.ones_like(tp),
+                "peak_power_w": np.maximum(base["peak_power_w"].to_numpy(float), power_w),
+                "ttft_s": ttft_s, "itl_s": itl_s, "source": f"fitted:{energy_model.form}",
+            }, index=rows.index))
+        return pd.concat(parts).loc[work.index]
+
+
 class CostChain:
     """Prices work (WORK_COLUMNS, optional ``power_cap_w``) with the first covering source."""
 
@@ -80,29 +181,44 @@ class CostChain:
             raise CalibrationError("a cost chain needs at least one source")
         self.sources = list(sources)
 
-    def source_for(self, llm: str, device: str) -> CostSource:
-        for source in self.sources:
-            if source.covers(llm, device):
-                return source
-        raise CalibrationError(f"no cost source covers llm {llm!r} on device {device!r}")
-
     def costs(self, work: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in WORK_COLUMNS if c not in work.columns]
         if missing:
             raise CalibrationError(f"work table lacks column {missing[0]!r}")
         if work.empty:
             return pd.DataFrame(columns=list(COST_COLUMNS))
-        chosen = [self.source_for(llm, dev) for llm, dev in zip(work.llm, work.device, strict=True)]
-        names = pd.Series([s.name for s in chosen], index=work.index)
+        chosen = np.full(len(work), -1)
+        for i, source in enumerate(self.sources):
+            free = np.flatnonzero(chosen < 0)
+            if free.size == 0:
+                break
+            covered = np.asarray(source.covers(work.iloc[free]), dtype=bool)
+            chosen[free[covered]] = i
+        if (chosen < 0).any():
+            row = work.iloc[int(np.flatnonzero(chosen < 0)[0])]
+            raise CalibrationError(f"no cost source covers llm {row.llm!r} on device "
+                                   f"{row.device!r}")
         parts = []
-        for name, rows in work.groupby(names, sort=True):
-            source = next(s for s in self.sources if s.name == name)
-            costs = source.costs(rows)
+        for i in sorted(set(chosen)):
+            source = self.sources[i]
+            costs = source.costs(work.iloc[np.flatnonzero(chosen == i)])
             if "source" not in costs.columns:
-                costs = costs.assign(source=name)
+                costs = costs.assign(source=source.name)
             parts.append(costs)
         return pd.concat(parts).loc[work.index, list(COST_COLUMNS)]
 
+    def notes(self) -> dict[tuple[str, str], str]:
+        """Why sources before the last one left (llm, device) pairs to later sources."""
+        found: dict[tuple[str, str], str] = {}
+        for source in self.sources:
+            for pair, note in getattr(source, "notes", dict)().items():
+                found.setdefault(pair, note)
+        return found
 
-def default_chain(gpu_engine: str = "vllm") -> CostChain:
-    return CostChain([AnalyticalSource(gpu_engine)])
+
+def default_chain(gpu_engine: str = "vllm", models: FittedModels | None = None) -> CostChain:
+    """Fitted regressions first where given, then the analytical model."""
+    analytical = AnalyticalSource(gpu_engine)
+    if models is None:
+        return CostChain([analytical])
+    return CostChain([FittedSource(models, gpu_engine, analytical), analytical])

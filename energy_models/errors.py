@@ -31,3 +31,15 @@ class CatalogError(EnergyModelError, ValueError):
 
 class CalibrationError(EnergyModelError, ValueError):
     """Measurements cannot be used to fit a model."""
+
+
+class MeasurementError(EnergyModelError, ValueError):
+    """A measurement file or table cannot be read as measurements."""
+
+
+class ModelFileError(EnergyModelError, ValueError):
+    """A saved models file cannot be read."""
+
+
+class DomainWarning(UserWarning):
+    """A fitted model was asked to predict outside the range it was measured on."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from energy_models.catalog import devices, llms
+from energy_models.measurements import MEASUREMENT_COLUMNS, Measurements, validate
 
 # Mean prompt tokens of the prompt sets (not in the data): ShareGPT first turns with the
 # FastChat/vLLM chat template, and HumanEval+ problems.
@@ -86,3 +87,67 @@ def load_v1(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
             )
         )
     return pd.concat(frames, ignore_index=True), sorted(skipped)
+
+
+def _dropped_unknown(table: pd.DataFrame, kept: pd.DataFrame, origin: str) -> list[str]:
+    """Rows whose model or GPU no catalog knows, one line each."""
+    missing = table.index.difference(kept.index)
+    return [f"{origin} row {i + 1}: model {table.at[i, 'model']!r} is not in the LLM catalog"
+            for i in missing]
+
+
+def measurements_v2(root: str | Path) -> Measurements:
+    """v2 as measurement-schema rows: vLLM 0.5.4, steady-state averages per configuration.
+
+    ``batch`` is the realised average batch; ``runtime_s`` is output tokens x TPOT (v2 gives
+    no time to first token) and ``itl_s`` is TPOT, which includes other requests' prefills.
+    """
+    path = Path(root) / "v2_llm_flat.csv"
+    flat = pd.read_csv(path)
+    origin = f"mlenergy-v2:{path.name}"
+    known, _ = _known(flat)
+    kept = known[known["pp"] == 1]
+    dropped = _dropped_unknown(flat, known, origin) + [
+        f"{origin} row {i + 1}: pipeline parallelism (pp {pp}) is not modelled"
+        for i, pp in known.loc[known["pp"] != 1, "pp"].items()
+    ]
+    table = pd.DataFrame({
+        "llm": kept["llm"], "device": kept["device"], "tp": kept["tp"],
+        "batch": kept["avg_batch_size"],
+        "input_tokens": kept["task"].map(ASSUMED_INPUT_TOKENS).astype(float),
+        "output_tokens": kept["avg_output_tokens"],
+        "energy_j": kept["energy_per_req_J"],
+        "runtime_s": kept["avg_output_tokens"] * kept["avg_tpot_s"],
+        "itl_s": kept["avg_tpot_s"], "energy_kind": "gross", "engine": "vllm",
+        "config": kept["task"] + ".bs" + kept["max_batch_size"].astype(str),
+        "source": "mlenergy-v2:" + kept["source_file"],
+    })
+    result = validate(table, origin, kept.index.to_series() + 1)
+    return Measurements(result.table, dropped + result.dropped)
+
+
+def measurements_v1_file(path: str | Path) -> Measurements:
+    """One v1 ``{GPU}_{task}_benchmark.csv`` as measurement-schema rows (HF/FastChat, batch 1,
+    averages over the prompt set)."""
+    path = Path(path)
+    gpu, task = path.name.removesuffix("_benchmark.csv").split("_", 1)
+    table = pd.read_csv(path).assign(gpu=gpu)
+    origin = f"mlenergy-v1:{path.name}"
+    kept, _ = _known(table)
+    rows = pd.DataFrame({
+        "llm": kept["llm"], "device": kept["device"], "tp": 1, "batch": 1.0,
+        "input_tokens": float(ASSUMED_INPUT_TOKENS["chat"]),
+        "output_tokens": kept["response_length"], "energy_j": kept["energy"],
+        "runtime_s": kept["latency"], "energy_kind": "gross", "engine": "hf",
+        "config": task, "source": origin,
+    })
+    part = validate(rows, origin, kept.index.to_series() + 1)
+    return Measurements(part.table, _dropped_unknown(table, kept, origin) + part.dropped)
+
+
+def measurements_v1(root: str | Path) -> Measurements:
+    """Every v1 file under ``root/v1``."""
+    result = Measurements(pd.DataFrame(columns=list(MEASUREMENT_COLUMNS)))
+    for path in sorted((Path(root) / "v1").glob("*_benchmark.csv")):
+        result = result + measurements_v1_file(path)
+    return result

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import sys
+import warnings
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -13,7 +16,8 @@ import typer
 from rich.console import Console
 
 from energy_models.catalog import devices, llms
-from energy_models.errors import EnergyModelError
+from energy_models.errors import DomainWarning, EnergyModelError
+from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
 from scheduler.errors import InputError
 from scheduler.inventory import load_fleet
 from scheduler.io import write_atomic
@@ -55,6 +59,32 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """A fitted model asked outside its domain says so once, on one line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DomainWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, DomainWarning):
+                    err.print(f"warning: {warning.message}", markup=False, highlight=False,
+                              soft_wrap=True)
+                else:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                           warning.lineno)
+
+
+def wide_console() -> Console:
+    """Piped output has no terminal width; 120 columns keep tables unwrapped."""
+    return Console(width=None if sys.stdout.isatty() else 120)
+
+
+def load_models(path: Path | None) -> FittedModels | None:
+    return None if path is None else FittedModels.load(path)
+
+
 @app.command()
 def plan(
     fleet: Annotated[Path | None, typer.Option(help="Fleet inventory YAML (default: the bundled example fleet).")] = None,  # noqa: E501
@@ -64,19 +94,21 @@ def plan(
     solver: Annotated[str, typer.Option(help="MILP backend: highs (default) or cbc.")] = "highs",
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds; the best plan found is kept with its gap.")] = 30.0,  # noqa: E501
     baselines: Annotated[bool, typer.Option(help="Compare with the rules operators use today.")] = True,  # noqa: E501
+    models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
 ) -> None:
     """Plan replicas and routing with the least energy, and compare with the baselines."""
-    with user_errors():
+    with user_errors(), warnings_to_stderr():
         with err.status("loading fleet and workload") as status:
             fleet_spec = load_fleet(fleet)
             work = load_workload(workload)
+            fitted = load_models(models)
 
             def progress(message: str) -> None:
                 status.update(message)
                 err.log(message, highlight=False)
 
-            outcome = run_plan(fleet_spec, work, solver=solver, time_limit_s=time_limit,
-                               baselines=baselines, progress=progress)
+            outcome = run_plan(fleet_spec, work, models=fitted, solver=solver,
+                               time_limit_s=time_limit, baselines=baselines, progress=progress)
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources())
         if out is not None:
@@ -92,9 +124,182 @@ def plan(
         elif fmt is Format.yaml:
             sys.stdout.write(to_yaml(doc))
         else:
-            render_tables(Console(), outcome.plan, outcome.baselines, outcome.sources())
+            render_tables(wide_console(), outcome.plan, outcome.baselines, outcome.sources())
             if out is not None:
                 err.print(f"plan written to {out}", highlight=False)
+
+
+class FitFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 6)
+
+
+@app.command()
+def fit(
+    data: Annotated[list[Path], typer.Argument(help="Measurements: schema tables (.csv/.parquet), Wilkins et al. CSVs, ML.ENERGY files or its data folder.", show_default=False)],  # noqa: E501
+    out: Annotated[Path | None, typer.Option(help="Write the fitted models here (JSON, atomically), for `plan --models`.")] = None,  # noqa: E501
+    gate: Annotated[float, typer.Option(help="Refuse a fit whose cross-validated R² is below this.")] = DEFAULT_GATE_R2,  # noqa: E501
+    folds: Annotated[int, typer.Option(help="Grouped K-fold cross-validation folds.")] = DEFAULT_FOLDS,  # noqa: E501
+    seed: Annotated[int, typer.Option(help="Seed of the fold assignment.")] = 0,
+    fmt: Annotated[FitFormat, typer.Option("--format", help="What to print on stdout.")] = FitFormat.table,  # noqa: E501
+    show_dropped: Annotated[bool, typer.Option(help="List every left-out row, not the first 10.")] = False,  # noqa: E501
+) -> None:
+    """Fit energy and runtime regressions per (llm, device) and select the form by grouped
+    cross-validation; fits below the R² gate are refused and the planner falls back."""
+    from energy_models.errors import MeasurementError
+    from energy_models.fitting import fit_all
+    from energy_models.loaders import load_all
+
+    with user_errors():
+        if not 0 < gate <= 1:
+            raise InputError("fit", "--gate", f"{gate:g} is not in (0, 1]; e.g. --gate 0.96")
+        if folds < 2:
+            raise InputError("fit", "--folds", f"{folds} folds cannot cross-validate; use >= 2")
+        with err.status("loading measurements") as status:
+            measurements = load_all(data)
+            if measurements.dropped:
+                err.print(f"left out {len(measurements.dropped)} row(s):", highlight=False)
+                shown = measurements.dropped if show_dropped else measurements.dropped[:10]
+                for line in shown:
+                    err.print(f"  {line}", highlight=False, soft_wrap=True)
+                if len(shown) < len(measurements.dropped):
+                    err.print(f"  ... and {len(measurements.dropped) - len(shown)} more "
+                              f"(--show-dropped lists them)", highlight=False)
+            if measurements.table.empty:
+                raise MeasurementError(f"{', '.join(map(str, data))}: no usable rows")
+            models = fit_all(measurements, gate=gate, folds=folds, seed=seed,
+                             progress=status.update)
+        if out is not None:
+            try:
+                write_atomic(out, models.to_json())
+            except OSError as exc:
+                raise InputError(str(out), "--out", f"cannot write: {exc.strerror}") from None
+        rows = [{
+            "llm": m.llm, "device": m.device, "tp": m.tp, "engine": m.engine,
+            "target": m.target, "form": m.form or None, "r2": _number(m.r2),
+            "r2_uncentred": _number(m.r2_uncentred), "cv_r2": _number(m.cv_r2),
+            "cv_mape": _number(m.cv_mape), "rows": m.rows, "refused": m.refused,
+            "reason": m.reason,
+        } for m in models.models]
+        if fmt is FitFormat.json:
+            sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+        else:
+            from rich import box
+            from rich.table import Table
+
+            engines = sorted({r["engine"] for r in rows})
+            table = Table(title=f"Fitted regressions ({folds}-fold grouped CV; gate: CV R² >= "
+                                f"{gate:g})", box=box.SIMPLE_HEAD)
+            for col in ("llm", "device", "tp", "target", "form", "R²", "CV R²", "CV MAPE",
+                        "rows", "refused"):
+                table.add_column(col, justify="right" if col in {
+                    "tp", "R²", "CV R²", "CV MAPE", "rows"} else "left")
+            reasons = []
+            for r in rows:
+                refused = "no"
+                if r["refused"]:
+                    reasons.append(f"({len(reasons) + 1}) {r['llm']} on {r['device']} tp{r['tp']} "
+                                   f"{r['target']}: {r['reason']}")
+                    refused = f"[red]yes ({len(reasons)})[/red]"
+                table.add_row(
+                    r["llm"], r["device"] + (f" [{r['engine']}]" if len(engines) > 1 else ""),
+                    str(r["tp"]), r["target"].removesuffix("_j").removesuffix("_s"),
+                    r["form"] or "-", "-" if r["r2"] is None else f"{r['r2']:.4f}",
+                    "-" if r["cv_r2"] is None else f"{r['cv_r2']:.4f}",
+                    "-" if r["cv_mape"] is None else f"{r['cv_mape']:.1f}%", str(r["rows"]),
+                    refused)
+            console = wide_console()
+            console.print(table)
+            for line in reasons:
+                console.print(line, highlight=False, soft_wrap=True)
+            if len(engines) == 1 and engines[0]:
+                console.print(f"engine: {engines[0]}", highlight=False)
+        if out is not None:
+            err.print(f"models written to {out}", highlight=False)
+
+
+@app.command()
+def sweetspot(
+    llm: Annotated[str, typer.Option(help="LLM (catalog name or alias).", show_default=False)],
+    device: Annotated[str, typer.Option(help="GPU or CPU (catalog name or alias).", show_default=False)],  # noqa: E501
+    input_tokens: Annotated[float, typer.Option(help="Prompt length m.", show_default=False)],
+    batch: Annotated[float, typer.Option(help="Concurrent requests per replica.")] = 1,
+    tp: Annotated[int, typer.Option(help="Devices per replica (tensor parallel).")] = 1,
+    models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; otherwise the analytical model.")] = None,  # noqa: E501
+    engine: Annotated[str, typer.Option(help="Serving engine of the analytical model.")] = "vllm",
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG heat map of energy per output token over (m, n).")] = None,  # noqa: E501
+    fmt: Annotated[FitFormat, typer.Option("--format", help="What to print on stdout.")] = FitFormat.table,  # noqa: E501
+) -> None:
+    """The output length with the least energy per output token for one prompt length."""
+    from energy_models.cost import default_chain
+    from energy_models.sweetspot import heat_map, sweet_spot
+
+    with user_errors(), warnings_to_stderr():
+        if input_tokens <= 0 or batch <= 0 or tp < 1:
+            raise InputError("sweetspot", "--input-tokens/--batch/--tp",
+                             "must be positive; e.g. --input-tokens 512 --batch 1 --tp 1")
+        fitted = load_models(models)
+        chain = default_chain(engine, fitted)
+        spot = sweet_spot(chain, llm, device, input_tokens, batch=batch, tp=tp, models=fitted,
+                          engine=engine)
+        if plot is not None:
+            import io
+
+            figure = heat_map(chain, llm, device, batch=batch, tp=tp, models=fitted,
+                              engine=engine, mark_input_tokens=input_tokens)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png")
+            try:
+                write_atomic(plot, buffer.getvalue())
+            except OSError as exc:
+                raise InputError(str(plot), "--plot", f"cannot write: {exc.strerror}") from None
+        doc = {
+            "llm": spot.llm, "device": spot.device, "tp": spot.tp, "batch": spot.batch,
+            "input_tokens": spot.input_tokens, "output_tokens": round(spot.output_tokens, 1),
+            "energy_per_token_j": _number(spot.energy_per_token_j), "source": spot.source,
+            "searched_output_tokens": list(spot.searched), "at_edge": spot.at_edge,
+            "spread": _number(spot.spread),
+            "closed_form_output_tokens": _number(spot.closed_form_tokens),
+        }
+        if fmt is FitFormat.json:
+            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        else:
+            console = Console()
+            console.print(
+                f"[bold]Sweet spot[/bold] of {spot.llm} on {spot.device} (tp {spot.tp}, batch "
+                f"{spot.batch:g}) for {spot.input_tokens:g} input tokens: "
+                f"[bold]{spot.output_tokens:,.0f} output tokens[/bold], "
+                f"{spot.energy_per_token_j:.4g} J per output token ({spot.source})",
+                highlight=False)
+            if spot.closed_form_tokens is not None:
+                console.print(f"SweetSpot closed form sqrt((c0 + c1 m + c2 m²)/c5): "
+                              f"{spot.closed_form_tokens:,.1f} output tokens", highlight=False)
+            console.print(f"Searched {spot.searched[0]:g}-{spot.searched[1]:g} output tokens; "
+                          f"energy per token varies {spot.spread:.1f}x across them.",
+                          highlight=False)
+            if spot.at_edge:
+                console.print("[yellow]The minimum is at the edge of the searched range; the "
+                              "true sweet spot may lie beyond it.[/yellow]")
+            from rich.table import Table
+
+            table = Table(title="Energy per output token by output length")
+            table.add_column("output tokens", justify="right")
+            table.add_column("J / output token", justify="right")
+            table.add_column("vs sweet spot", justify="right")
+            curve = spot.curve
+            for n in sorted({*(2.0 ** k for k in range(20)), spot.output_tokens}):
+                if spot.searched[0] <= n <= spot.searched[1]:
+                    value = float(curve.energy_per_token_j.iloc[
+                        (curve.output_tokens - n).abs().argmin()])
+                    table.add_row(f"{n:,.0f}", f"{value:.4g}",
+                                  f"{value / spot.energy_per_token_j:.2f}x")
+            console.print(table)
+        if plot is not None:
+            err.print(f"heat map written to {plot}", highlight=False)
 
 
 class CatalogKind(str, Enum):

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from energy_models.cost import CostChain, default_chain
+from energy_models.fitting import FittedModels
 from scheduler.build import Built, build_problem
 from scheduler.inventory import Fleet
 from scheduler.plan import Plan, make_plan
@@ -22,9 +23,23 @@ class Outcome:
     baselines: dict[str, Plan | str]
     """Each baseline's checked plan, or the reason its rule cannot serve the workload."""
 
+    notes: dict[tuple[str, str], str]
+    """Why a cost source before the last left some of a pair's deployments to later ones."""
+
     def sources(self) -> list[dict[str, str]]:
-        pairs = self.built.deployments[["llm", "device", "source"]].drop_duplicates()
-        return pairs.sort_values(["llm", "device"]).to_dict("records")
+        """Per (llm, device, source): which deployments (tp, batch) it priced, and any note."""
+        rows = []
+        deployments = self.built.deployments.sort_values(["llm", "device", "source", "tp",
+                                                          "batch"])
+        for (llm, device, source), group in deployments.groupby(["llm", "device", "source"],
+                                                                sort=True):
+            settings = sorted({(int(t), int(b)) for t, b in zip(group.tp, group.batch,
+                                                                strict=True)})
+            rows.append({"llm": llm, "device": device, "source": source,
+                         "deployments": " ".join(f"tp{t}/b{b}" for t, b in settings),
+                         "note": "" if source.startswith("fitted") else
+                         self.notes.get((llm, device), "")})
+        return rows
 
 
 def run_plan(
@@ -32,13 +47,17 @@ def run_plan(
     workload: Workload,
     *,
     chain: CostChain | None = None,
+    models: FittedModels | None = None,
     solver: str = "highs",
     time_limit_s: float = 30.0,
     baselines: bool = True,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Outcome:
-    """Price, solve, check; raises InfeasibleError naming what cannot be served."""
-    chain = chain or default_chain(fleet.defaults.engine)
+    """Price, solve, check; raises InfeasibleError naming what cannot be served.
+
+    ``models`` (fitted regressions) price the pairs they cover before the analytical model.
+    """
+    chain = chain or default_chain(fleet.defaults.engine, models)
     progress("pricing work on every candidate deployment")
     built = build_problem(fleet, workload, chain)
     problem = built.problem
@@ -56,4 +75,4 @@ def run_plan(
                                          workload.requests, chain, fleet)
             except InfeasibleError as exc:
                 others[name] = "; ".join(exc.reasons)
-    return Outcome(built, plan, others)
+    return Outcome(built, plan, others, chain.notes())

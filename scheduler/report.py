@@ -134,9 +134,13 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
         if isinstance(other, str):
             console.print(other, highlight=False)
 
-    table = Table(title="Cost sources per (llm, device)")
-    for col in ("llm", "device", "source"):
-        table.add_column(col)
+    table = Table(title="Cost sources per (llm, device): which priced which deployments, and why "
+                        "a fit was not used")
+    columns = ["llm", "device", "source", "deployments"]
+    if any(s["note"] for s in sources):
+        columns.append("note")
+    for col in columns:
+        table.add_column("why not fitted" if col == "note" else col, overflow="fold")
     for s in sources:
-        table.add_row(s["llm"], s["device"], s["source"])
+        table.add_row(*(s[col] for col in columns))
     console.print(table)

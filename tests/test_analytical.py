@@ -63,8 +63,8 @@ def test_chain_prefers_the_first_covering_source():
     class Measured:
         name = "measured"
 
-        def covers(self, llm, device):
-            return device == "L4"
+        def covers(self, work):
+            return (work.device == "L4").to_numpy()
 
         def costs(self, work):
             return analytical_costs(work, VLLM) * 2

@@ -1,0 +1,272 @@
+"""Fit every regression form per (llm, device, tp, engine), select by grouped cross-validation,
+and refuse fits below an R² gate; save and load the result as JSON.
+
+A pair's model for a target is the form with the lowest cross-validated MAPE among those whose
+cross-validated R² reaches the gate and whose predictions stay non-negative on the measured
+domain. When no form qualifies the fit is *refused*: it is kept in the file with its reason,
+and the cost chain prices that pair from the next source.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GroupKFold
+
+from energy_models.errors import DomainWarning, ModelFileError
+from energy_models.measurements import PAIR_KEY, Measurements
+from energy_models.regression import FORMS, design, domain_minimum, uncentred_r2
+
+DEFAULT_GATE_R2 = 0.96
+DEFAULT_FOLDS = 5
+MIN_CONFIGS = 3
+TARGETS = ("energy_j", "runtime_s", "ttft_s", "itl_s")
+PAIR_TARGETS = ("energy_j", "runtime_s")
+"""A pair is usable only when both of these pass the gate; latency targets are extras."""
+FILE_FORMAT = "wattsched-models/1"
+X_COLUMNS = ("input_tokens", "output_tokens", "batch")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """How one form did on one pair and target."""
+
+    form: str
+    r2: float
+    cv_r2: float
+    cv_mape: float
+    domain_min: float
+
+
+@dataclass
+class FittedModel:
+    """One target of one pair: the selected form, its coefficients and its credentials."""
+
+    llm: str
+    device: str
+    tp: int
+    engine: str
+    target: str
+    form: str
+    terms: tuple[str, ...]
+    coef: tuple[float, ...]
+    r2: float
+    r2_uncentred: float
+    cv_r2: float
+    cv_mape: float
+    rows: int
+    refused: bool
+    reason: str
+    domain: dict[str, tuple[float, float]]
+    """Measured range of input_tokens, output_tokens and batch."""
+    data_hash: str
+    energy_kind: str
+    idle_power_w: float | None
+    candidates: tuple[Candidate, ...] = ()
+    _warned: bool = field(default=False, init=False, repr=False, compare=False)
+
+    @property
+    def pair(self) -> str:
+        engine = f" [{self.engine}]" if self.engine else ""
+        return f"{self.llm} on {self.device} tp{self.tp}{engine}"
+
+    def inside(self, X: np.ndarray) -> np.ndarray:
+        """Rows of X (input_tokens, output_tokens, batch) within the measured box."""
+        lo = np.array([self.domain[c][0] for c in X_COLUMNS])
+        hi = np.array([self.domain[c][1] for c in X_COLUMNS])
+        slack = 1e-9 * np.maximum(1.0, np.abs(hi))
+        return np.all((lo - slack <= X) & (hi + slack >= X), axis=1)
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions for rows (input_tokens, output_tokens, batch); warns once per model when
+        asked outside the measured domain."""
+        X = np.asarray(X, dtype=float)
+        if not self._warned and not self.inside(X).all():
+            self._warned = True
+            beyond = []
+            for i, column in enumerate(X_COLUMNS):
+                lo, hi = self.domain[column]
+                if X[:, i].min() < lo or X[:, i].max() > hi:
+                    beyond.append(f"{column} {X[:, i].min():,.0f}-{X[:, i].max():,.0f} "
+                                  f"(measured {lo:,.0f}-{hi:,.0f})")
+            warnings.warn(f"{self.pair}: {self.target} asked for {'; '.join(beyond)}; "
+                          f"extrapolating", DomainWarning, stacklevel=2)
+        return design(self.terms, X) @ np.asarray(self.coef)
+
+    def to_dict(self) -> dict:
+        body = asdict(self)
+        body.pop("_warned")
+        body["domain"] = {k: list(v) for k, v in self.domain.items()}
+        return body
+
+    @classmethod
+    def from_dict(cls, body: dict) -> FittedModel:
+        body = dict(body)
+        body["terms"] = tuple(body["terms"])
+        body["coef"] = tuple(float(c) for c in body["coef"])
+        body["domain"] = {k: (float(v[0]), float(v[1])) for k, v in body["domain"].items()}
+        body["candidates"] = tuple(Candidate(**c) for c in body.get("candidates", ()))
+        return cls(**body)
+
+
+def _pair_hash(rows: pd.DataFrame) -> str:
+    return Measurements(rows).digest()
+
+
+def _cross_validate(form: str, X: np.ndarray, y: np.ndarray, splits) -> np.ndarray | None:
+    """Out-of-fold predictions, or None when a fold has fewer rows than the form has terms."""
+    estimator = FORMS[form](batch_terms=X[:, 2].min() != X[:, 2].max())
+    oof = np.empty_like(y)
+    for train, test in splits:
+        if len(train) < len(estimator.terms()):
+            return None
+        oof[test] = clone(estimator).fit(X[train], y[train]).predict(X[test])
+    return oof
+
+
+def fit_target(rows: pd.DataFrame, target: str, *, gate: float = DEFAULT_GATE_R2,
+               folds: int = DEFAULT_FOLDS, seed: int = 0) -> FittedModel:
+    """Select, fit and gate one target of one pair (rows share PAIR_KEY)."""
+    rows = rows.loc[rows[target].notna()].sort_values([*list(X_COLUMNS), "config"], kind="stable")
+    first = rows.iloc[0]
+    X = rows.loc[:, list(X_COLUMNS)].to_numpy(float)
+    y = rows[target].to_numpy(float)
+    domain = {c: (float(rows[c].min()), float(rows[c].max())) for c in X_COLUMNS}
+    kinds = sorted(set(rows["energy_kind"]))
+    idle = rows["idle_power_w"].median()
+    base = {
+        "llm": first.llm, "device": first.device, "tp": int(first.tp), "engine": first.engine,
+        "target": target, "rows": len(rows), "domain": domain, "data_hash": _pair_hash(rows),
+        "energy_kind": kinds[0], "idle_power_w": None if np.isnan(idle) else float(idle),
+    }
+
+    def refused(reason: str, candidates: tuple[Candidate, ...] = ()) -> FittedModel:
+        return FittedModel(form="", terms=(), coef=(), r2=np.nan, r2_uncentred=np.nan,
+                           cv_r2=np.nan, cv_mape=np.nan, refused=True, reason=reason,
+                           candidates=candidates, **base)
+
+    if target == "energy_j" and len(kinds) > 1:
+        return refused("mixes gross and idle-subtracted energy; fit them separately")
+    groups = rows["config"].to_numpy()
+    n_configs = len(set(groups))
+    if n_configs < MIN_CONFIGS:
+        return refused(f"only {n_configs} distinct configuration(s); cross-validation needs "
+                       f"at least {MIN_CONFIGS}")
+    splits = list(GroupKFold(n_splits=min(folds, n_configs), shuffle=True,
+                             random_state=seed).split(X, y, groups))
+    candidates, fitted = [], {}
+    for form in FORMS:
+        oof = _cross_validate(form, X, y, splits)
+        if oof is None:
+            continue
+        estimator = FORMS[form](batch_terms=domain["batch"][0] != domain["batch"][1]).fit(X, y)
+        fitted[form] = estimator
+        candidates.append(Candidate(
+            form=form, r2=float(r2_score(y, estimator.predict(X))),
+            cv_r2=float(r2_score(y, oof)), cv_mape=float(np.mean(np.abs(oof - y) / y) * 100),
+            domain_min=domain_minimum(estimator.terms_, estimator.coef_, domain["input_tokens"],
+                                      domain["output_tokens"], domain["batch"]),
+        ))
+    if not candidates:
+        return refused(f"{len(rows)} rows are too few for any form under {len(splits)}-fold "
+                       f"cross-validation")
+    candidates = tuple(candidates)
+    eligible = [c for c in candidates if c.cv_r2 >= gate and c.domain_min >= 0]
+    best_r2 = max(candidates, key=lambda c: c.cv_r2)
+    if eligible:
+        chosen, reason = min(eligible, key=lambda c: c.cv_mape), ""
+    elif best_r2.cv_r2 < gate:
+        chosen = best_r2
+        reason = f"best CV R² {best_r2.cv_r2:.3f} ({best_r2.form}) is below the gate {gate:g}"
+    else:
+        chosen = best_r2
+        reason = (f"every form reaching CV R² {gate:g} predicts negative {target} on the "
+                  f"measured domain")
+    estimator = fitted[chosen.form]
+    return FittedModel(
+        form=chosen.form, terms=tuple(estimator.terms_),
+        coef=tuple(float(c) for c in estimator.coef_), r2=chosen.r2,
+        r2_uncentred=uncentred_r2(y, estimator.predict(X)), cv_r2=chosen.cv_r2,
+        cv_mape=chosen.cv_mape, refused=bool(reason), reason=reason, candidates=candidates,
+        **base,
+    )
+
+
+@dataclass
+class FittedModels:
+    """Every fitted (and refused) model of a data set, and how they were made."""
+
+    models: list[FittedModel]
+    gate: float
+    folds: int
+    seed: int
+    data_hash: str
+    data_rows: int
+
+    def usable(self, llm: str, device: str, tp: int,
+               engine: str) -> tuple[dict[str, FittedModel], str]:
+        """Accepted models by target for one pair, preferring ``engine``; or the reason none."""
+        matches = [m for m in self.models if (m.llm, m.device, m.tp) == (llm, device, tp)]
+        if not matches:
+            measured = sorted({m.tp for m in self.models if (m.llm, m.device) == (llm, device)})
+            return {}, (f"tp {tp} not measured (measured: tp {', '.join(map(str, measured))})"
+                        if measured else "not measured")
+        engines = sorted({m.engine for m in matches}, key=lambda e: (e != engine, e))
+        reasons = []
+        for candidate in engines:
+            by_target = {m.target: m for m in matches if m.engine == candidate and not m.refused}
+            if all(t in by_target for t in PAIR_TARGETS):
+                return by_target, ""
+            reasons += [f"{m.target} fit refused: {m.reason}" for m in matches
+                        if m.engine == candidate and m.refused and m.target in PAIR_TARGETS]
+        return {}, "; ".join(reasons)
+
+    def to_json(self) -> str:
+        body = {
+            "format": FILE_FORMAT, "gate_r2": self.gate, "folds": self.folds, "seed": self.seed,
+            "data": {"hash": self.data_hash, "rows": self.data_rows},
+            "models": [m.to_dict() for m in self.models],
+        }
+        return json.dumps(body, indent=1, sort_keys=True, allow_nan=True) + "\n"
+
+    @classmethod
+    def load(cls, path: str | Path) -> FittedModels:
+        try:
+            body = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ModelFileError(f"{path}: cannot read: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); write it "
+                                 f"with `wattsched fit DATA --out {Path(path).name}`") from None
+        if not isinstance(body, dict) or body.get("format") != FILE_FORMAT:
+            raise ModelFileError(f"{path}: format: expected {FILE_FORMAT!r}; write the file with "
+                                 f"`wattsched fit`")
+        try:
+            models = [FittedModel.from_dict(m) for m in body["models"]]
+            return cls(models, float(body["gate_r2"]), int(body["folds"]), int(body["seed"]),
+                       str(body["data"]["hash"]), int(body["data"]["rows"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: models: malformed entry ({exc!r}); rewrite the file "
+                                 f"with `wattsched fit`") from None
+
+
+def fit_all(measurements: Measurements, *, gate: float = DEFAULT_GATE_R2,
+            folds: int = DEFAULT_FOLDS, seed: int = 0,
+            progress: Callable[[str], None] = lambda message: None) -> FittedModels:
+    """Every target with data, for every pair in the measurements."""
+    table = measurements.table
+    models = []
+    for key, rows in table.groupby(list(PAIR_KEY), sort=True):
+        progress(f"fitting {key[0]} on {key[1]} tp{key[2]}")
+        for target in TARGETS:
+            if rows[target].notna().sum() >= MIN_CONFIGS:
+                models.append(fit_target(rows, target, gate=gate, folds=folds, seed=seed))
+    return FittedModels(models, gate, folds, seed, measurements.digest(), len(table))
