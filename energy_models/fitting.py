@@ -1,10 +1,10 @@
 """Fit every regression form per (llm, device, tp, engine), select by grouped cross-validation,
 and refuse fits below an R² gate; save and load the result as JSON.
 
-A pair's model for a target is the form with the lowest cross-validated MAPE among those whose
-cross-validated R² reaches the gate and whose predictions stay non-negative on the measured
-domain. When no form qualifies the fit is *refused*: it is kept in the file with its reason,
-and the cost chain prices that pair from the next source.
+A pair's model for a target is the form with the lowest cross-validated MAPE (the simplest
+among near-ties) among those whose cross-validated R² reaches the gate and whose predictions
+stay non-negative on the measured domain. When no form qualifies the fit is *refused*: it is
+kept in the file with its reason, and the cost chain prices that pair from the next source.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from energy_models.regression import FORMS, design, domain_minimum, uncentred_r2
 DEFAULT_GATE_R2 = 0.96
 DEFAULT_FOLDS = 5
 MIN_CONFIGS = 3
+TIE_MAPE = 0.01
+"""Forms whose CV MAPE is within this share of the best count as tied; the simplest wins."""
 TARGETS = ("energy_j", "runtime_s", "ttft_s", "itl_s")
 PAIR_TARGETS = ("energy_j", "runtime_s")
 """A pair is usable only when both of these pass the gate; latency targets are extras."""
@@ -182,7 +184,11 @@ def fit_target(rows: pd.DataFrame, target: str, *, gate: float = DEFAULT_GATE_R2
     eligible = [c for c in candidates if c.cv_r2 >= gate and c.domain_min >= 0]
     best_r2 = max(candidates, key=lambda c: c.cv_r2)
     if eligible:
-        chosen, reason = min(eligible, key=lambda c: c.cv_mape), ""
+        # Of forms within 1% of the best CV MAPE, the one with fewest terms.
+        best = min(c.cv_mape for c in eligible)
+        chosen = min((c for c in eligible if c.cv_mape <= best * (1 + TIE_MAPE) + 1e-9),
+                     key=lambda c: (len(fitted[c.form].terms_), c.cv_mape))
+        reason = ""
     elif best_r2.cv_r2 < gate:
         chosen = best_r2
         reason = f"best CV R² {best_r2.cv_r2:.3f} ({best_r2.form}) is below the gate {gate:g}"

@@ -103,19 +103,19 @@ def validate(raw: pd.DataFrame, origin: str, rows: pd.Series | None = None) -> M
     for column, value in defaults.items():
         if column not in table.columns:
             table[column] = value
-    table["engine"] = table["engine"].fillna("").astype(str)
-    table["config"] = table["config"].fillna("").astype(str)
-    table["source"] = table["source"].fillna("").astype(str)
+    for column in ("engine", "config", "source"):
+        # A CSV column left empty reads as NaN floats.
+        text = table[column].astype(object)
+        table[column] = text.where(text.notna(), "").astype(str)
 
     reasons = pd.Series("", index=table.index)
     for column in POSITIVE_COLUMNS + OPTIONAL_POSITIVE_COLUMNS:
         values = pd.to_numeric(table[column], errors="coerce")
         text = table[column].astype(str)
         unparsable = values.isna() & table[column].notna() & (text.str.strip() != "")
-        if column in POSITIVE_COLUMNS:
-            bad_nan = values.isna()
-            reasons[bad_nan & (reasons == "")] = f"{column} is missing or NaN"
         reasons[unparsable & (reasons == "")] = f"{column} is not a number"
+        if column in POSITIVE_COLUMNS:
+            reasons[values.isna() & (reasons == "")] = f"{column} is missing or NaN"
         reasons[(values <= 0) & (reasons == "")] = f"{column} is not positive"
         reasons[np.isinf(values) & (reasons == "")] = f"{column} is infinite"
         table[column] = values

@@ -99,15 +99,18 @@ def box_minimum(parts: np.ndarray, m_range: tuple[float, float],
         return k0 + km * m + kn * n + kmm * m * m + kmn * m * n + knn * n * n
 
     candidates = [(m, n) for m in m_range for n in n_range]
-    for m in m_range:  # edges at fixed m: vertex in n
-        if knn > 0:
-            candidates.append((m, -(kn + kmn * m) / (2 * knn)))
-    for n in n_range:
-        if kmm > 0:
-            candidates.append((-(km + kmn * n) / (2 * kmm), n))
-    det = 4 * kmm * knn - kmn * kmn
-    if det > 0 and kmm > 0:
-        candidates.append(((-2 * knn * km + kmn * kn) / det, (-2 * kmm * kn + kmn * km) / det))
+    # Vertices of tiny curvatures overflow to inf and fall outside the box below.
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        for m in m_range:  # edges at fixed m: vertex in n
+            if knn > 0:
+                candidates.append((m, -(kn + kmn * m) / (2 * knn)))
+        for n in n_range:
+            if kmm > 0:
+                candidates.append((-(km + kmn * n) / (2 * kmm), n))
+        det = 4 * kmm * knn - kmn * kmn
+        if det > 0 and kmm > 0:
+            candidates.append(((-2 * knn * km + kmn * kn) / det,
+                               (-2 * kmm * kn + kmn * km) / det))
     inside = [(m, n) for m, n in candidates
               if m_range[0] <= m <= m_range[1] and n_range[0] <= n <= n_range[1]]
     value, m, n = min((q(m, n), m, n) for m, n in inside)

@@ -14,3 +14,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is absent")
     return SHARED_DATA
+
+
+def analytical_measurements(llm: str = "llama-3.1-8b", device: str = "H100-SXM", *,
+                            batches=(1,), tp: int = 1, noise: float = 0.0, seed: int = 0):
+    """Schema rows priced by the analytical model on a token grid, with optional lognormal
+    noise: data whose best form is known to be smooth."""
+    import numpy as np
+    import pandas as pd
+
+    from energy_models.analytical import analytical_costs, shipped_constants
+    from energy_models.measurements import validate
+
+    m, n, b = np.meshgrid([64, 128, 256, 512, 1024, 2048], [16, 32, 64, 128, 256, 512],
+                          list(batches))
+    work = pd.DataFrame({"llm": llm, "device": device, "input_tokens": m.ravel(),
+                         "output_tokens": n.ravel(), "batch": b.ravel(), "tp": tp})
+    costs = analytical_costs(work, shipped_constants()["vllm"])
+    rng = np.random.default_rng(seed)
+    scale = rng.lognormal(0.0, noise, size=(2, len(work))) if noise else np.ones((2, len(work)))
+    rows = work.assign(energy_j=costs.energy_j * scale[0], runtime_s=costs.runtime_s * scale[1],
+                       energy_kind="gross", engine="vllm", source="synthetic")
+    return validate(rows, "synthetic")
