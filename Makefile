@@ -21,4 +21,5 @@ test: $(BIN)/wattsched
 
 bench: $(BIN)/wattsched
 	$(BIN)/python benchmarks/analytical_accuracy.py
+	$(BIN)/python benchmarks/regression_accuracy.py
 	$(BIN)/python benchmarks/plan_default.py

@@ -4,7 +4,8 @@ Every form is a scikit-learn estimator (hyperparameters in the constructor, fitt
 trailing-underscore attributes), linear in its coefficients over a few polynomial terms of
 (m, n), so each works with ``clone``, ``GroupKFold`` and ``cross_val_predict``. ``X`` has
 columns (input_tokens, output_tokens) and optionally batch; ``batch_terms`` adds n/B, the
-per-request share of a decode step's fixed memory traffic when B requests share each step.
+per-request share of a decode step's fixed memory traffic when B requests share each step, and
+n·B, the growth of a request's decode time with the sequences sharing each step.
 
 ========================  ==========================================  =========================
 form                      terms                                       fitted by
@@ -44,8 +45,11 @@ TERMS = {
     "mn2": lambda m, n, b: m * n * n,
     "n3": lambda m, n, b: n * n * n,
     "n/b": lambda m, n, b: n / b,
+    "nb": lambda m, n, b: n * b,
 }
-BATCH_TERM = "n/b"
+BATCH_TERMS = ("n/b", "nb")
+BATCH_GRID = 33
+"""Batch sizes at which non-negativity is checked when batch varies."""
 # The cutting-plane search for the non-negative relative quadratic stops after this many cuts.
 MAX_CUTS = 60
 
@@ -117,16 +121,26 @@ def box_minimum(parts: np.ndarray, m_range: tuple[float, float],
     return float(value), float(m), float(n)
 
 
+def batch_grid(b_range) -> np.ndarray:
+    """The batch sizes a box over batch is checked at: both ends and a geometric grid."""
+    lo, hi = float(b_range[0]), float(b_range[1])
+    return np.array([lo]) if lo == hi else np.unique(np.geomspace(lo, hi, BATCH_GRID))
+
+
 def domain_minimum(terms: tuple[str, ...], coef: np.ndarray, m_range, n_range,
                    b_range) -> float:
-    """Smallest value of the fitted function over a box of (m, n, batch)."""
+    """Smallest value of the fitted function over a box of (m, n), at the batch sizes of
+    ``batch_grid`` (exact in (m, n): every form is at most quadratic there, or monotone)."""
+    batches = batch_grid(b_range)
     if np.all(coef >= 0):
-        # Each term grows with m and n and shrinks with B, so the corner is the minimum.
-        return float(design(terms, np.array([[m_range[0], n_range[0], b_range[1]]]))[0] @ coef)
+        # Every term grows with m and n, so each batch's minimum is at the low corner.
+        corner = np.column_stack([np.full(len(batches), m_range[0]),
+                                  np.full(len(batches), n_range[0]), batches])
+        return float(np.min(design(terms, corner) @ coef))
     if any(t in terms for t in ("m2n", "mn2", "n3")):
         raise ValueError("the exact minimum is only known for quadratic forms")
     return min(box_minimum(quadratic_parts(terms, coef, b), m_range, n_range)[0]
-               for b in sorted(set(b_range)))
+               for b in batches)
 
 
 class TokenRegressor(RegressorMixin, BaseEstimator):
@@ -139,7 +153,7 @@ class TokenRegressor(RegressorMixin, BaseEstimator):
         self.batch_terms = batch_terms
 
     def terms(self) -> tuple[str, ...]:
-        return self.base_terms + ((BATCH_TERM,) if self.batch_terms else ())
+        return self.base_terms + (BATCH_TERMS if self.batch_terms else ())
 
     def _solve(self, A: np.ndarray, y: np.ndarray, X: np.ndarray) -> np.ndarray:
         return _scaled_lstsq(A, y)
@@ -158,8 +172,7 @@ class TokenRegressor(RegressorMixin, BaseEstimator):
         return design(self.terms_, X) @ self.coef_
 
     def domain_minimum(self, m_range, n_range, b_range) -> float:
-        """The exact smallest prediction on the box (every form here is at most quadratic in
-        (m, n) at a fixed batch, and linear in 1/B, so the batch extremes suffice)."""
+        """The smallest prediction on the box (see the module function)."""
         check_is_fitted(self, "coef_")
         return domain_minimum(self.terms_, self.coef_, m_range, n_range, b_range)
 
@@ -208,7 +221,7 @@ class RelativeQuadraticForm(TokenRegressor):
         for _ in range(MAX_CUTS):
             value, m_at, n_at, b_at = min(
                 (*box_minimum(quadratic_parts(self.terms(), coef, bb), m_range, n_range), bb)
-                for bb in sorted({b.min(), b.max()})
+                for bb in batch_grid((b.min(), b.max()))
             )
             if value >= -tolerance:
                 break
@@ -228,7 +241,8 @@ class RelativeQuadraticForm(TokenRegressor):
 class SweetSpotForm(TokenRegressor):
     """SweetSpot: c0 + c1·m + c2·m² + c3·n + c4·m·n + c5·n², every coefficient >= 0 (each
     term is a cost: fixed, prefill linear and quadratic, decode weights, decode attention,
-    KV growth). With ``batch_terms`` the decode term is c3_flop·n + c3_mem·n/B."""
+    KV growth). With ``batch_terms`` the decode term is c3_flop·n + c3_mem·n/B (+ c·n·B for the
+    time a request waits on the other sequences of each step)."""
 
     form = "sweetspot"
     base_terms = ("1", "m", "m2", "n", "mn", "n2")

@@ -42,9 +42,9 @@ def test_estimator_contract():
     assert not hasattr(estimator, "coef_")
     with pytest.raises(Exception, match="not fitted"):
         estimator.predict(GRID)
-    X = np.column_stack([GRID, np.tile([1.0, 8.0, 32.0, 4.0, 2.0], 5)])
-    y = 100 + 2 * X[:, 0] + 3 * X[:, 1] + 50 * X[:, 1] / X[:, 2]
-    groups = np.arange(len(X)) % 5
+    X = np.column_stack([GRID, np.resize([1.0, 8.0, 32.0, 4.0, 2.0, 16.0], len(GRID))])
+    y = 100 + 2 * X[:, 0] + 3 * X[:, 1] + 50 * X[:, 1] / X[:, 2] + 0.1 * X[:, 1] * X[:, 2]
+    groups = np.arange(len(X)) // 5
     oof = cross_val_predict(estimator, X, y, groups=groups, cv=GroupKFold(5))
     assert oof == pytest.approx(y, rel=1e-6)
 
