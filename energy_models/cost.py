@@ -107,29 +107,36 @@ class FittedSource:
         tokens = rows.loc[:, ["input_tokens", "output_tokens", "batch"]].to_numpy(float)
         return models, {target: model.predict(tokens) for target, model in models.items()}
 
-    def _coverage(self, llm: str, device: str) -> str:
+    def _coverage(self, llm: str, device: str, measured: list[int]) -> str:
         """Which tensor-parallel degrees and batch sizes the pair's accepted fits cover."""
         spans = []
-        for tp in sorted({m.tp for m in self.models.models
-                          if (m.llm, m.device) == (llm, device)}):
+        for tp in measured:
             models, _ = self.models.usable(llm, device, tp, self.engine)
             if models:
                 lo, hi = models["energy_j"].domain["batch"]
                 spans.append(f"tp{tp} batch {lo:g}" + (f"-{hi:g}" if hi > lo else ""))
-        return "fits cover only " + ", ".join(spans) if spans else ""
+        if spans:
+            return "fits cover only " + ", ".join(spans)
+        return "measured only at " + ", ".join(f"tp{tp}" for tp in measured)
 
     def covers(self, work: pd.DataFrame) -> np.ndarray:
         covered = pd.Series(False, index=work.index)
         for (llm, device, tp), rows in work.groupby(["llm", "device", "tp"], sort=True):
             models, reason = self.models.usable(llm, device, int(tp), self.engine)
+            measured = sorted({m.tp for m in self.models.models
+                               if (m.llm, m.device) == (llm, device)})
             if not models:
-                self._note(llm, device, self._coverage(llm, device) or reason)
+                if tp in measured:
+                    self._note(llm, device, f"tp{tp}: {reason}")
+                else:
+                    self._note(llm, device, self._coverage(llm, device, measured)
+                               if measured else "not measured")
                 continue
             lo, hi = models["energy_j"].domain["batch"]
             batch = rows["batch"].to_numpy(float)
             in_batch = (batch >= lo * (1 - 1e-9)) & (batch <= hi * (1 + 1e-9))
             if not in_batch.all():
-                self._note(llm, device, self._coverage(llm, device))
+                self._note(llm, device, self._coverage(llm, device, measured))
             if in_batch.any():
                 _, predicted = self._predict(rows.loc[in_batch])
                 positive = (predicted["energy_j"] > 0) & (predicted["runtime_s"] > 0)

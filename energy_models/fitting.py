@@ -273,6 +273,6 @@ def fit_all(measurements: Measurements, *, gate: float = DEFAULT_GATE_R2,
     for key, rows in table.groupby(list(PAIR_KEY), sort=True):
         progress(f"fitting {key[0]} on {key[1]} tp{key[2]}")
         for target in TARGETS:
-            if rows[target].notna().sum() >= MIN_CONFIGS:
+            if rows[target].notna().any():
                 models.append(fit_target(rows, target, gate=gate, folds=folds, seed=seed))
     return FittedModels(models, gate, folds, seed, measurements.digest(), len(table))

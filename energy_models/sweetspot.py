@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from energy_models.catalog import get_device, get_llm
 from energy_models.cost import CostChain
 from energy_models.errors import CalibrationError
-from energy_models.fitting import FittedModels
+from energy_models.fitting import FittedModel, FittedModels
 
 SEARCH_POINTS = 600
 
@@ -53,27 +53,31 @@ def _work(llm: str, device: str, tp: int, batch: float, m: np.ndarray,
                          "batch": float(batch), "tp": int(tp)})
 
 
-def output_range(llm: str, input_tokens: float, models: FittedModels | None, device: str,
-                 tp: int, engine: str) -> tuple[float, float]:
+def pricing_fit(models: FittedModels | None, llm: str, device: str, tp: int, engine: str,
+                batch: float) -> FittedModel | None:
+    """The energy fit the cost chain will use for this pair and batch, if any."""
+    if models is None:
+        return None
+    fitted, _ = models.usable(llm, device, tp, engine)
+    if not fitted:
+        return None
+    lo, hi = fitted["energy_j"].domain["batch"]
+    return fitted["energy_j"] if lo * (1 - 1e-9) <= batch <= hi * (1 + 1e-9) else None
+
+
+def output_range(llm: str, input_tokens: float, fit: FittedModel | None) -> tuple[float, float]:
     """Output lengths worth searching: the model's context, or a fit's measured range."""
     top = get_llm(llm).max_context - input_tokens
     if top < 2:
         raise CalibrationError(f"input tokens {input_tokens:g} leave no room for output in "
                                f"{llm}'s context of {get_llm(llm).max_context}")
-    if models is not None:
-        fitted, _ = models.usable(llm, device, tp, engine)
-        if fitted:
-            lo, hi = fitted["energy_j"].domain["output_tokens"]
-            return lo, min(hi, top)
+    if fit is not None:
+        lo, hi = fit.domain["output_tokens"]
+        return lo, min(hi, top)
     return 1.0, top
 
 
-def _closed_form(models: FittedModels | None, llm: str, device: str, tp: int, engine: str,
-                 m: float) -> float | None:
-    if models is None:
-        return None
-    fitted, _ = models.usable(llm, device, tp, engine)
-    energy = fitted.get("energy_j")
+def _closed_form(energy: FittedModel | None, m: float) -> float | None:
     if energy is None or energy.form != "sweetspot":
         return None
     c = dict(zip(energy.terms, energy.coef, strict=True))
@@ -87,7 +91,8 @@ def sweet_spot(chain: CostChain, llm: str, device: str, input_tokens: float, *,
                engine: str = "vllm") -> SweetSpot:
     """The output length minimising energy per output token, priced by ``chain``."""
     llm, device = get_llm(llm).name, get_device(device).name
-    lo, hi = output_range(llm, input_tokens, models, device, tp, engine)
+    fit = pricing_fit(models, llm, device, tp, engine, batch)
+    lo, hi = output_range(llm, input_tokens, fit)
     n = np.unique(np.geomspace(lo, hi, SEARCH_POINTS))
     costs = chain.costs(_work(llm, device, tp, batch, np.full(len(n), float(input_tokens)), n))
     per_token = costs["energy_j"].to_numpy(float) / n
@@ -98,7 +103,7 @@ def sweet_spot(chain: CostChain, llm: str, device: str, input_tokens: float, *,
         output_tokens=float(n[best]), energy_per_token_j=float(per_token[best]),
         source=", ".join(sources), searched=(float(lo), float(hi)),
         at_edge=best in (0, len(n) - 1), spread=float(per_token.max() / per_token.min()),
-        closed_form_tokens=_closed_form(models, llm, device, tp, engine, input_tokens),
+        closed_form_tokens=_closed_form(fit, input_tokens),
         curve=pd.DataFrame({"output_tokens": n, "energy_per_token_j": per_token}),
     )
 
@@ -111,12 +116,10 @@ def heat_map(chain: CostChain, llm: str, device: str, *, batch: float = 1, tp: i
     context = get_llm(llm).max_context
     m_lo, m_hi = 1.0, context / 2
     n_lo, n_hi = 1.0, context / 2
-    if models is not None:
-        fitted, _ = models.usable(llm, device, tp, engine)
-        if fitted:
-            domain = fitted["energy_j"].domain
-            m_lo, m_hi = domain["input_tokens"][0], min(domain["input_tokens"][1], m_hi)
-            n_lo, n_hi = domain["output_tokens"][0], min(domain["output_tokens"][1], n_hi)
+    fit = pricing_fit(models, llm, device, tp, engine, batch)
+    if fit is not None:
+        m_lo, m_hi = fit.domain["input_tokens"][0], min(fit.domain["input_tokens"][1], m_hi)
+        n_lo, n_hi = fit.domain["output_tokens"][0], min(fit.domain["output_tokens"][1], n_hi)
     m_axis = np.geomspace(m_lo, m_hi, 60)
     n_axis = np.geomspace(n_lo, n_hi, 60)
     mm, nn = np.meshgrid(m_axis, n_axis)

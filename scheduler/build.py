@@ -105,10 +105,14 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
         return values.to_numpy(float).reshape(n_deps, n_classes).T
 
     first = mean.groupby(pairs.deployment.to_numpy(), sort=False).first()
+    # A source may price some classes of a deployment (or only its mean tokens) and leave the
+    # rest to the next one; the deployment names every source that priced any of it.
+    priced_by = pd.concat([mean.source, tail.source]).groupby(
+        np.concatenate([pairs.deployment.to_numpy()] * 2)).agg(lambda s: "+".join(sorted(set(s))))
     candidates = candidates.assign(
         idle_power_w=first.loc[candidates.deployment, "idle_power_w"].to_numpy(),
         peak_power_w=first.loc[candidates.deployment, "peak_power_w"].to_numpy(),
-        source=first.loc[candidates.deployment, "source"].to_numpy(),
+        source=priced_by.loc[candidates.deployment].to_numpy(),
     )
     max_context = candidates.llm.map(lambda n: get_llm(n).max_context).to_numpy()
     servable = classes.context_max.to_numpy()[:, None] <= max_context[None, :]

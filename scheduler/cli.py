@@ -239,7 +239,8 @@ def sweetspot(
     from energy_models.sweetspot import heat_map, sweet_spot
 
     with user_errors(), warnings_to_stderr():
-        if input_tokens <= 0 or batch <= 0 or tp < 1:
+        if not (math.isfinite(input_tokens) and input_tokens > 0 and math.isfinite(batch)
+                and batch > 0 and tp >= 1):
             raise InputError("sweetspot", "--input-tokens/--batch/--tp",
                              "must be positive; e.g. --input-tokens 512 --batch 1 --tp 1")
         fitted = load_models(models)
@@ -268,7 +269,7 @@ def sweetspot(
         if fmt is FitFormat.json:
             sys.stdout.write(json.dumps(doc, indent=1) + "\n")
         else:
-            console = Console()
+            console = wide_console()
             console.print(
                 f"[bold]Sweet spot[/bold] of {spot.llm} on {spot.device} (tp {spot.tp}, batch "
                 f"{spot.batch:g}) for {spot.input_tokens:g} input tokens: "

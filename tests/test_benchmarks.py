@@ -30,3 +30,15 @@ def test_plan_default_benchmark(capsys):
     out = capsys.readouterr().out
     assert "saving vs best baseline" in out
     assert "ratio highs/cbc" in out
+
+
+def test_regression_accuracy_benchmark(shared_data, capsys):
+    assert _main("regression_accuracy.py")(["--data", str(shared_data)]) == 0
+    out = capsys.readouterr().out
+    assert "grid targets met" in out
+    assert "6/6" in out
+
+
+def test_regression_accuracy_benchmark_skips_without_data(tmp_path, capsys):
+    assert _main("regression_accuracy.py")(["--data", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out

@@ -215,3 +215,20 @@ def test_models_json_carries_credentials(models):
     for key in ("form", "coef", "cv_r2", "cv_mape", "rows", "data_hash", "domain", "refused"):
         assert key in entry
     assert entry["data_hash"].startswith("sha256:")
+
+
+def test_sweet_spot_outside_the_fitted_batches_uses_the_analytical_range(models):
+    chain = default_chain("vllm", models)
+    inside = sweet_spot(chain, "llama-3.1-8b", "H100-SXM", 512, batch=8, models=models)
+    outside = sweet_spot(chain, "llama-3.1-8b", "H100-SXM", 512, batch=64, models=models)
+    assert inside.source.startswith("fitted:")
+    assert inside.searched == (16, 512)
+    assert outside.source == "analytical:vllm"
+    assert outside.searched[0] == 1
+
+
+def test_a_pair_with_too_few_rows_is_listed_as_refused(clean):
+    few = Measurements(clean.table.iloc[:2])
+    fitted = fit_all(few)
+    assert {m.target for m in fitted.models} == {"energy_j", "runtime_s"}
+    assert all(m.refused and "distinct configuration" in m.reason for m in fitted.models)
