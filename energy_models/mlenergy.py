@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from energy_models.catalog import devices, llms
-from energy_models.measurements import MEASUREMENT_COLUMNS, Measurements, validate
+from energy_models.measurements import Measurements, validate
 
 # Mean prompt tokens of the prompt sets (not in the data): ShareGPT first turns with the
 # FastChat/vLLM chat template, and HumanEval+ problems.
@@ -38,57 +38,6 @@ def _known(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return kept, skipped
 
 
-def load_v2(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """v2 rows (one per model, GPU, TP and max batch size) and the model names skipped."""
-    flat = pd.read_csv(Path(root) / "v2_llm_flat.csv")
-    kept, skipped = _known(flat)
-    kept = kept[kept["pp"] == 1]
-    out = pd.DataFrame(
-        {
-            "engine": "vllm",
-            "llm": kept["llm"],
-            "device": kept["device"],
-            "input_tokens": kept["task"].map(ASSUMED_INPUT_TOKENS).astype(float),
-            "output_tokens": kept["avg_output_tokens"],
-            "batch": kept["avg_batch_size"],
-            "tp": kept["tp"],
-            "energy_j": kept["energy_per_req_J"],
-            "time_per_token_s": kept["avg_tpot_s"],
-            "task": kept["task"],
-            "source": "mlenergy-v2:" + kept["source_file"],
-        }
-    )
-    return out.reset_index(drop=True), skipped
-
-
-def load_v1(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """v1 rows (batch 1; chat and instruct prompt sets) and the model names skipped."""
-    frames, skipped = [], set()
-    for path in sorted((Path(root) / "v1").glob("*_benchmark.csv")):
-        gpu, task = path.name.removesuffix("_benchmark.csv").split("_", 1)
-        table = pd.read_csv(path).assign(gpu=gpu)
-        kept, missed = _known(table)
-        skipped.update(missed)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "engine": "hf",
-                    "llm": kept["llm"],
-                    "device": kept["device"],
-                    "input_tokens": float(ASSUMED_INPUT_TOKENS["chat"]),
-                    "output_tokens": kept["response_length"],
-                    "batch": 1.0,
-                    "tp": 1,
-                    "energy_j": kept["energy"],
-                    "time_per_token_s": kept["latency"] / kept["response_length"],
-                    "task": task,
-                    "source": f"mlenergy-v1:{path.name}",
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True), sorted(skipped)
-
-
 def _dropped_unknown(table: pd.DataFrame, kept: pd.DataFrame, origin: str) -> list[str]:
     """Rows whose model or GPU no catalog knows, one line each."""
     missing = table.index.difference(kept.index)
@@ -96,16 +45,11 @@ def _dropped_unknown(table: pd.DataFrame, kept: pd.DataFrame, origin: str) -> li
             for i in missing]
 
 
-def measurements_v2(root: str | Path) -> Measurements:
-    """v2 as measurement-schema rows: vLLM 0.5.4, steady-state averages per configuration.
-
-    ``batch`` is the realised average batch; ``runtime_s`` is output tokens x TPOT (v2 gives
-    no time to first token) and ``itl_s`` is TPOT, which includes other requests' prefills.
-    """
+def _v2(root: str | Path) -> tuple[Measurements, list[str]]:
     path = Path(root) / "v2_llm_flat.csv"
     flat = pd.read_csv(path)
     origin = f"mlenergy-v2:{path.name}"
-    known, _ = _known(flat)
+    known, skipped = _known(flat)
     kept = known[known["pp"] == 1]
     dropped = _dropped_unknown(flat, known, origin) + [
         f"{origin} row {i + 1}: pipeline parallelism (pp {pp}) is not modelled"
@@ -123,17 +67,14 @@ def measurements_v2(root: str | Path) -> Measurements:
         "source": "mlenergy-v2:" + kept["source_file"],
     })
     result = validate(table, origin, kept.index.to_series() + 1)
-    return Measurements(result.table, dropped + result.dropped)
+    return Measurements(result.table, dropped + result.dropped), skipped
 
 
-def measurements_v1_file(path: str | Path) -> Measurements:
-    """One v1 ``{GPU}_{task}_benchmark.csv`` as measurement-schema rows (HF/FastChat, batch 1,
-    averages over the prompt set)."""
-    path = Path(path)
+def _v1_file(path: Path) -> tuple[Measurements, list[str]]:
     gpu, task = path.name.removesuffix("_benchmark.csv").split("_", 1)
     table = pd.read_csv(path).assign(gpu=gpu)
     origin = f"mlenergy-v1:{path.name}"
-    kept, _ = _known(table)
+    kept, skipped = _known(table)
     rows = pd.DataFrame({
         "llm": kept["llm"], "device": kept["device"], "tp": 1, "batch": 1.0,
         "input_tokens": float(ASSUMED_INPUT_TOKENS["chat"]),
@@ -142,12 +83,56 @@ def measurements_v1_file(path: str | Path) -> Measurements:
         "config": task, "source": origin,
     })
     part = validate(rows, origin, kept.index.to_series() + 1)
-    return Measurements(part.table, _dropped_unknown(table, kept, origin) + part.dropped)
+    return Measurements(part.table, _dropped_unknown(table, kept, origin) + part.dropped), skipped
+
+
+def _v1(root: str | Path) -> tuple[Measurements, list[str]]:
+    parts = [_v1_file(path) for path in sorted((Path(root) / "v1").glob("*_benchmark.csv"))]
+    measured = sum((part for part, _ in parts[1:]), parts[0][0])
+    return measured, sorted({name for _, missed in parts for name in missed})
+
+
+def measurements_v2(root: str | Path) -> Measurements:
+    """v2 as measurement-schema rows: vLLM 0.5.4, steady-state averages per configuration.
+
+    ``batch`` is the realised average batch; ``runtime_s`` is output tokens x TPOT (v2 gives
+    no time to first token) and ``itl_s`` is TPOT, which includes other requests' prefills.
+    """
+    return _v2(root)[0]
+
+
+def measurements_v1_file(path: str | Path) -> Measurements:
+    """One v1 ``{GPU}_{task}_benchmark.csv`` as measurement-schema rows (HF/FastChat, batch 1,
+    averages over the prompt set)."""
+    return _v1_file(Path(path))[0]
 
 
 def measurements_v1(root: str | Path) -> Measurements:
     """Every v1 file under ``root/v1``."""
-    result = Measurements(pd.DataFrame(columns=list(MEASUREMENT_COLUMNS)))
-    for path in sorted((Path(root) / "v1").glob("*_benchmark.csv")):
-        result = result + measurements_v1_file(path)
-    return result
+    return _v1(root)[0]
+
+
+def _fit_rows(measured: Measurements, time_per_token_s: pd.Series) -> pd.DataFrame:
+    """Measurement rows in the analytical fit's columns (FIT_COLUMNS)."""
+    t = measured.table
+    return pd.DataFrame({
+        "engine": t["engine"], "llm": t["llm"], "device": t["device"],
+        "input_tokens": t["input_tokens"], "output_tokens": t["output_tokens"],
+        "batch": t["batch"], "tp": t["tp"], "energy_j": t["energy_j"],
+        "time_per_token_s": time_per_token_s, "task": t["config"].str.split(".").str[0],
+        "source": t["source"],
+    })
+
+
+def load_v2(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """v2 rows for the analytical fit (time per token is TPOT) and the model names skipped."""
+    measured, skipped = _v2(root)
+    return _fit_rows(measured, measured.table["itl_s"]), skipped
+
+
+def load_v1(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """v1 rows for the analytical fit (batch 1; chat and instruct prompt sets) and the model
+    names skipped."""
+    measured, skipped = _v1(root)
+    t = measured.table
+    return _fit_rows(measured, t["runtime_s"] / t["output_tokens"]), skipped
