@@ -14,7 +14,7 @@ from pathlib import Path
 
 from energy_models.analytical import constants_to_json, shipped_constants
 from energy_models.fit_analytical import fit_shipped
-from scheduler.io import write_atomic
+from energy_models.io import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

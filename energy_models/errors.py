@@ -43,3 +43,11 @@ class ModelFileError(EnergyModelError, ValueError):
 
 class DomainWarning(UserWarning):
     """A fitted model was asked to predict outside the range it was measured on."""
+
+
+class MeterError(EnergyModelError, RuntimeError):
+    """A meter failed while measuring (a counter vanished, a window was misused)."""
+
+
+class MeterUnavailableError(MeterError):
+    """Nothing of this kind can be measured here; the message says why and what would fix it."""

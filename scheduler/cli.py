@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
-import warnings
-from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -16,15 +13,13 @@ import typer
 from rich.console import Console
 
 from energy_models.catalog import devices, llms
-from energy_models.errors import DomainWarning, EnergyModelError
 from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
+from energy_models.io import write_atomic
+from scheduler.console import err, user_errors, warnings_to_stderr, wide_console
 from scheduler.errors import InputError
 from scheduler.inventory import load_fleet
-from scheduler.io import write_atomic
 from scheduler.pipeline import run_plan
 from scheduler.report import plan_document, render_tables, to_json, to_yaml
-from solvers.errors import InfeasibleError, PlanRejected, SolverError
-from workloads.errors import WorkloadError
 from workloads.spec import load_workload
 
 app = typer.Typer(
@@ -32,53 +27,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
 
 
 class Format(str, Enum):
     table = "table"
     json = "json"
     yaml = "yaml"
-
-
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Bad input and infeasible fleets: one line on stderr, exit code 2."""
-    try:
-        yield
-    except PlanRejected as exc:
-        err.print(f"[red]internal error[/red]: {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except InfeasibleError as exc:
-        err.print(f"[red]error[/red]: infeasible: {exc.reasons[0]}"
-                  + (f" (and {len(exc.reasons) - 1} more)" if len(exc.reasons) > 1 else ""),
-                  highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-    except (InputError, WorkloadError, EnergyModelError, SolverError) as exc:
-        err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
-@contextlib.contextmanager
-def warnings_to_stderr() -> Iterator[None]:
-    """A fitted model asked outside its domain says so once, on one line."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DomainWarning)
-        try:
-            yield
-        finally:
-            for warning in caught:
-                if issubclass(warning.category, DomainWarning):
-                    err.print(f"warning: {warning.message}", markup=False, highlight=False,
-                              soft_wrap=True)
-                else:
-                    warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                           warning.lineno)
-
-
-def wide_console() -> Console:
-    """Piped output has no terminal width; 120 columns keep tables unwrapped."""
-    return Console(width=None if sys.stdout.isatty() else 120)
 
 
 def load_models(path: Path | None) -> FittedModels | None:

@@ -1,0 +1,58 @@
+"""What every command shares: the error console, one-line errors and exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from energy_models.errors import DomainWarning, EnergyModelError
+from scheduler.errors import InputError
+from solvers.errors import InfeasibleError, PlanRejected, SolverError
+from workloads.errors import WorkloadError
+
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input and infeasible fleets: one line on stderr, exit code 2."""
+    try:
+        yield
+    except PlanRejected as exc:
+        err.print(f"[red]internal error[/red]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except InfeasibleError as exc:
+        err.print(f"[red]error[/red]: infeasible: {exc.reasons[0]}"
+                  + (f" (and {len(exc.reasons) - 1} more)" if len(exc.reasons) > 1 else ""),
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (InputError, WorkloadError, EnergyModelError, SolverError) as exc:
+        err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """A fitted model asked outside its domain says so once, on one line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DomainWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if issubclass(warning.category, DomainWarning):
+                    err.print(f"warning: {warning.message}", markup=False, highlight=False,
+                              soft_wrap=True)
+                else:
+                    warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                           warning.lineno)
+
+
+def wide_console() -> Console:
+    """Piped output has no terminal width; 120 columns keep tables unwrapped."""
+    return Console(width=None if sys.stdout.isatty() else 120)
