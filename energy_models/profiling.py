@@ -50,6 +50,12 @@ class Backend(Protocol):
 
     def version(self) -> str: ...
 
+    def load(self) -> None:
+        """Build the model; slow, so kept out of the constructor."""
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so a window's edges are where the work is."""
+
     def generate(self, input_tokens: int, output_tokens: int, batch: int) -> Generation: ...
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from energy_models.catalog import devices, llms
 from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
 from energy_models.io import write_atomic
+from scheduler.cli_measure import measure, meters
 from scheduler.console import err, user_errors, warnings_to_stderr, wide_console
 from scheduler.errors import InputError
 from scheduler.inventory import load_fleet
@@ -289,6 +290,10 @@ def catalog(
                               f"{d.fp16_tflops:g}", f"{d.tdp_w:g}", f"{d.idle_w:g}",
                               d.architecture, str(d.year))
     Console().print(table)
+
+
+app.command()(meters)
+app.command()(measure)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from energy_models.errors import DomainWarning, EnergyModelError
 from scheduler.errors import InputError
@@ -24,15 +25,15 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except PlanRejected as exc:
-        err.print(f"[red]internal error[/red]: {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]internal error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except InfeasibleError as exc:
-        err.print(f"[red]error[/red]: infeasible: {exc.reasons[0]}"
+        err.print(f"[red]error[/red]: infeasible: {escape(exc.reasons[0])}"
                   + (f" (and {len(exc.reasons) - 1} more)" if len(exc.reasons) > 1 else ""),
                   highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (InputError, WorkloadError, EnergyModelError, SolverError) as exc:
-        err.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
