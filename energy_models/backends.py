@@ -4,7 +4,8 @@
 random weights: nothing is downloaded, and time and energy depend on the shapes, not on the
 weight values. Each catalogued dense model becomes a Llama-architecture graph with its layers,
 widths, heads, KV heads and vocabulary; the real model's extras (biases, tied embeddings, soft
-caps) change little of the work and are left out. Generation is greedy, with the KV cache on,
+caps) change little of the work and are left out; the output layer shares the embedding
+table where that matches the catalogued parameter count. Generation is greedy, with the KV cache on,
 and always produces exactly the asked number of tokens.
 """
 
@@ -19,6 +20,8 @@ from energy_models.catalog import LlmSpec
 from energy_models.errors import MeasurementError, MeterUnavailableError
 from energy_models.profiling import Backend, Generation
 
+SHAPE_TOLERANCE = 0.05
+"""How far the built graph's parameter count may stray from the catalogued model's."""
 BackendFactory = Callable[..., Backend]
 BACKENDS: dict[str, BackendFactory] = {}
 
@@ -47,18 +50,42 @@ def _import(module: str) -> Any:
                                     f"`pip install 'wattsched[hf]'`") from None
 
 
+def llama_parameters(llm: LlmSpec, tied: bool) -> int:
+    """Parameters of a Llama-architecture graph with ``llm``'s shape."""
+    h, hd = llm.hidden_size, llm.head_dim_
+    attention = h * hd * (2 * llm.heads + 2 * llm.kv_heads)
+    layer = attention + 3 * h * llm.intermediate_size + 2 * h
+    embeddings = llm.vocab_size * h * (1 if tied else 2)
+    return llm.layers * layer + embeddings + h
+
+
+def tied_embeddings(llm: LlmSpec) -> bool:
+    """Whether the output layer shares the embedding table: whichever count is nearer the
+    catalogued parameters (small models tie them)."""
+    params = llm.params_b * 1e9
+    return abs(llama_parameters(llm, True) - params) < abs(llama_parameters(llm, False) - params)
+
+
 def hf_config(llm: LlmSpec, max_positions: int) -> Any:
     """A ``transformers`` Llama config with the catalogued shape of ``llm``."""
     if llm.active_params_b < llm.params_b:
         raise MeasurementError(f"--llm: {llm.name} is a mixture of experts; the hf-random "
                                f"backend builds dense models only")
+    tied = tied_embeddings(llm)
+    built = llama_parameters(llm, tied) / 1e9
+    if abs(built / llm.params_b - 1) > SHAPE_TOLERANCE:
+        raise MeasurementError(
+            f"--llm: a Llama-architecture graph with {llm.name}'s shape has {built:.2f} B "
+            f"parameters, not the catalogued {llm.params_b:g} B (its MLP or attention differs); "
+            f"choose a Llama-like model (Llama, Mistral, Qwen, Gemma, Phi-3)")
     transformers = _import("transformers")
     return transformers.LlamaConfig(
         vocab_size=llm.vocab_size, hidden_size=llm.hidden_size,
         intermediate_size=llm.intermediate_size, num_hidden_layers=llm.layers,
         num_attention_heads=llm.heads, num_key_value_heads=llm.kv_heads,
         head_dim=llm.head_dim_, max_position_embeddings=max_positions,
-        tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0)
 
 
 class _TokenClock:

@@ -42,3 +42,33 @@ def test_regression_accuracy_benchmark(shared_data, capsys):
 def test_regression_accuracy_benchmark_skips_without_data(tmp_path, capsys):
     assert _main("regression_accuracy.py")(["--data", str(tmp_path)]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_gpu_calibration_benchmark_skips_without_gpu(monkeypatch, tmp_path, capsys):
+    import sys
+
+    from tests.fakes import NVML_ERROR_LIBRARY_NOT_FOUND, FakeNvml
+
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+    assert _main("gpu_calibration.py")(["--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: no GPU" in out
+    assert "no NVIDIA driver" in out
+
+
+def test_gpu_calibration_benchmark_reports_on_tables(tmp_path, capsys):
+    from tests.conftest import analytical_measurements
+
+    for llm in ("llama-3.2-1b", "llama-3.1-8b"):
+        rows = analytical_measurements(llm, "H200", batches=(1, 8)).table
+        runtime = rows["runtime_s"] * 40  # Long enough windows for the agreement check.
+        gross = rows["energy_j"] * rows["batch"]
+        rows.assign(runtime_s=runtime, idle_power_w=75.0, idle_settled=True,
+                    gross_energy_j=gross, sampled_energy_j=gross * 1.02,
+                    energy_method="counter").to_csv(tmp_path / f"{llm}.csv", index=False)
+    assert _main("gpu_calibration.py")(["--report-only", "--out-dir", str(tmp_path),
+                                        "--shapes", "llama-3.2-1b,llama-3.1-8b"]) == 0
+    out = capsys.readouterr().out
+    assert "total rows: 144" in out
+    assert "2.00% (target <= 5%: met)" in out
+    assert "sweetspot" in out
