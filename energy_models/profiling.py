@@ -165,10 +165,9 @@ def _steady(recent: list, policy: IdlePolicy) -> bool:
 def measure_idle_w(monitor: EnergyMonitor, seconds: float,
                    sleep: Callable[[float], None] = time.sleep) -> float:
     """Mean power of the monitor's GPUs over ``seconds`` of doing nothing."""
-    monitor.begin_window("idle")
-    sleep(seconds)
-    result = monitor.end_window("idle")
-    return result.gpu_total_j / result.elapsed_s
+    with monitor.window("idle") as window:
+        sleep(seconds)
+    return window.result.gpu_total_j / window.result.elapsed_s
 
 
 def read_runs(path: Path) -> pd.DataFrame:

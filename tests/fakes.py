@@ -184,9 +184,11 @@ class FakeNvml:
         return handle.parent
 
     def nvmlDeviceGetName(self, gpu: FakeGpu) -> str:
+        self._check("nvmlDeviceGetName", gpu)
         return gpu.name
 
     def nvmlDeviceGetUUID(self, gpu: FakeGpu) -> str:
+        self._check("nvmlDeviceGetUUID", gpu)
         return gpu.uuid
 
     def nvmlDeviceGetArchitecture(self, gpu: FakeGpu) -> int:

@@ -61,9 +61,9 @@ class PowerSampler:
 
     def sample(self) -> None:
         """Take one reading of every GPU now."""
-        powers = [gpu.power_w() for gpu in self.gpus]
-        now = self.clock()
-        with self._lock:
+        with self._lock:  # Readings from two threads stay in time order.
+            powers = [gpu.power_w() for gpu in self.gpus]
+            now = self.clock()
             self._times.append(now)
             self._power.append(powers)
 
@@ -91,7 +91,8 @@ class PowerSampler:
             self._thread.join()
             self._thread = None
             self._stop.clear()
-            self.sample()
+            if self.error is None:
+                self.sample()
 
     def __enter__(self) -> PowerSampler:
         self.start()
@@ -182,6 +183,10 @@ class EnergyMonitor:
                  sync: Callable[[], None] | None = None):
         if not gpus and not rapl:
             raise MeterError("an energy monitor needs at least one GPU or RAPL zone")
+        physical = [getattr(gpu, "nvml_index", gpu.cuda_index) for gpu in gpus]
+        if len(set(physical)) < len(physical):
+            raise MeterError("two of the GPUs are MIG instances of one physical GPU, whose "
+                             "energy NVML reports once; measure it through one of them")
         self.gpus = list(gpus)
         self.rapl = list(rapl)
         self.clock = clock

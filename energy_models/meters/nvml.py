@@ -174,7 +174,11 @@ def _resolve(nvml: Any, entry: str, handles: list[Any], uuids: list[str]
         except nvml.NVMLError as exc:
             raise MeterUnavailableError(
                 f"CUDA_VISIBLE_DEVICES entry {entry!r}: {exc}{fix}") from None
-        index = uuids.index(_text(nvml.nvmlDeviceGetUUID(parent)))
+        parent_uuid = _text(nvml.nvmlDeviceGetUUID(parent))
+        if parent_uuid not in uuids:
+            raise MeterUnavailableError(f"CUDA_VISIBLE_DEVICES entry {entry!r}: its GPU "
+                                        f"{parent_uuid} is not among NVML's{fix}")
+        index = uuids.index(parent_uuid)
         return index, handles[index], (f"{entry} is a MIG instance: NVML measures the whole "
                                        f"GPU, other instances included")
     matches = [i for i, uuid in enumerate(uuids) if uuid.startswith(entry)]
@@ -187,12 +191,15 @@ def _resolve(nvml: Any, entry: str, handles: list[Any], uuids: list[str]
 def visible_gpus(nvml: Any, environ: Mapping[str, str] | None = None
                  ) -> tuple[list[NvmlGpu], list[str]]:
     """The GPUs CUDA would use here, in CUDA's order, and notes on how they map to NVML's."""
-    environ = os.environ if environ is None else environ
     try:
-        handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
-        uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
+        return _visible_gpus(nvml, os.environ if environ is None else environ)
     except nvml.NVMLError as exc:
         raise MeterUnavailableError(f"NVML cannot list the GPUs: {exc}") from None
+
+
+def _visible_gpus(nvml: Any, environ: Mapping[str, str]) -> tuple[list[NvmlGpu], list[str]]:
+    handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+    uuids = [_text(nvml.nvmlDeviceGetUUID(h)) for h in handles]
     if not handles:
         raise MeterUnavailableError("NVML sees no GPU on this machine")
     spec = environ.get("CUDA_VISIBLE_DEVICES")

@@ -125,8 +125,9 @@ class RaplCounter:
         return self.zone.label
 
     def read_uj(self) -> int:
-        raw = _read_int(self.zone.path / "energy_uj", self._root)
+        # Read under the lock: a reading counted after a later one would look like a wrap.
         with self._lock:
+            raw = _read_int(self.zone.path / "energy_uj", self._root)
             if self._last is not None:
                 delta = raw - self._last
                 if delta < 0:
