@@ -16,7 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from energy_models.errors import MeterUnavailableError, UnknownNameError
-from energy_models.meters import DEFAULT_SAMPLE_HZ, EnergyMonitor, MeterReport, survey
+from energy_models.meters import (
+    DEFAULT_SAMPLE_HZ,
+    EnergyMonitor,
+    MeterReport,
+    PowerSampler,
+    survey,
+)
 from energy_models.meters.rapl import DEFAULT_ROOT
 from scheduler.console import err, user_errors, wide_console
 from scheduler.errors import InputError
@@ -142,6 +148,7 @@ def measure(
     settle_timeout: Annotated[float, typer.Option(help="Give up waiting for idle after this many seconds (the rows say so).")] = 120.0,  # noqa: E501
     idle_window: Annotated[float, typer.Option(help="Seconds of idle power measured before each point.")] = 3.0,  # noqa: E501
     rapl_root: Annotated[Path, typer.Option(help="Root of the powercap tree, for host CPU energy beside the GPU's.")] = DEFAULT_ROOT,  # noqa: E501
+    trace: Annotated[Path | None, typer.Option(help="Also write the GPU's power over the whole run, sampled at --sample-hz (.csv or .parquet).")] = None,  # noqa: E501
 ) -> None:
     """Measure an LLM shape on this machine's GPU over a grid of input/output lengths and
     batch sizes, writing rows in the measurement schema that `wattsched fit` reads."""
@@ -155,6 +162,7 @@ def measure(
         counter_agreement,
         profile,
         write_meta,
+        write_runs,
     )
 
     with user_errors():
@@ -164,10 +172,13 @@ def measure(
                 raise InputError("measure", name, f"{value:g} must be positive")
         if warmup < 0:
             raise InputError("measure", "--warmup", f"{warmup} cannot be negative")
-        if out.suffix not in {".parquet", ".csv"}:
-            raise InputError("measure", "--out", f"{out}: name a .parquet or .csv file")
-        if not out.parent.is_dir():
-            raise InputError("measure", "--out", f"folder {out.parent} does not exist")
+        for option, path in (("--out", out), ("--trace", trace)):
+            if path is None:
+                continue
+            if path.suffix not in {".parquet", ".csv"}:
+                raise InputError("measure", option, f"{path}: name a .parquet or .csv file")
+            if not path.parent.is_dir():
+                raise InputError("measure", option, f"folder {path.parent} does not exist")
         spec = get_llm(llm)
         base = GRIDS[grid.value]
         chosen = Grid(_axis(input_tokens, "--input-tokens") or base.input_tokens,
@@ -215,15 +226,27 @@ def measure(
         })
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
+        tracer = PowerSampler([meter], sample_hz) if trace else None
         with Progress(*columns, console=err, transient=True) as bar:
             task = bar.add_task("measuring", total=None)
 
             def progress(done: int, total: int, label: str) -> None:
                 bar.update(task, completed=done, total=total, description=f"measuring {label}")
 
-            result = profile(runner, chosen, settings, monitor, [meter], out,
-                             progress=progress)
-        monitor.close()
+            if tracer:
+                tracer.start()
+            try:
+                result = profile(runner, chosen, settings, monitor, [meter], out,
+                                 progress=progress)
+            finally:
+                monitor.close()
+                if tracer:
+                    tracer.stop()
+                    samples = tracer.trace()
+                    write_runs(trace, samples.assign(time_s=samples["time_s"]
+                                                     - samples["time_s"].min()))
+        if trace:
+            err.print(f"power trace written to {trace}", highlight=False)
         _summary(result, out, counter_agreement(result.table))
 
 

@@ -14,6 +14,10 @@ from energy_models.backends import (
 )
 from energy_models.catalog import get_llm, llms
 from energy_models.errors import MeasurementError, MeterUnavailableError
+from energy_models.measurements import read_table
+from energy_models.meters import EnergyMonitor, nvml
+from energy_models.profiling import Grid, IdlePolicy, ProfileSettings, profile
+from tests.fakes import FakeGpu, FakeNvml
 
 _SHAPE = dataclasses.replace(get_llm("llama-3.2-1b"), layers=2, hidden_size=64, heads=4,
                              kv_heads=2, intermediate_size=128, vocab_size=500, head_dim=16)
@@ -85,3 +89,24 @@ def test_hf_random_without_cuda_says_so():
         pytest.skip("CUDA is available here")
     with pytest.raises(MeterUnavailableError, match="CUDA"):
         make_backend("hf-random", TINY).load()
+
+
+def test_harness_measures_hf_random_into_schema_rows(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    found, _ = nvml.visible_gpus(FakeNvml([FakeGpu()]), {})
+    backend = make_backend("hf-random", TINY, device="cpu", dtype="float32")
+    monitor = EnergyMonitor(found, sync=backend.synchronize)
+    quick = IdlePolicy(steady_s=0.01, poll_s=0.005, timeout_s=1, idle_window_s=0.01)
+    settings = ProfileSettings(TINY.name, "H100-SXM", repetitions=1, warmup=0, idle=quick)
+    profile(backend, Grid((8, 16), (4,), (1, 2)), settings, monitor, found,
+            tmp_path / "runs.csv")
+    measurements = read_table(tmp_path / "runs.csv")
+    assert measurements.dropped == []
+    table = measurements.table
+    assert sorted(zip(table["input_tokens"], table["batch"], strict=True)) == [
+        (8, 1), (8, 2), (16, 1), (16, 2)]
+    assert set(table["output_tokens"]) == {4}
+    assert (table["ttft_s"] > 0).all()
+    assert (table["itl_s"] > 0).all()
+    assert set(table["engine"]) == {"hf"}

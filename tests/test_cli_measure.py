@@ -139,7 +139,8 @@ def test_measure_bad_out_suffix(h100, tmp_path):
 def test_measure_writes_schema_rows_meta_and_resumes(fake_backend, h100, tmp_path):
     out = tmp_path / "runs.csv"
     args = ["measure", "--llm", "llama-3.2-1b", "--backend", "fake", "--grid", "tiny",
-            "--output-tokens", "10,20", "--repetitions", "2", "--out", str(out), *FAST]
+            "--output-tokens", "10,20", "--repetitions", "2", "--out", str(out), *FAST,
+            "--trace", str(tmp_path / "trace.csv")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     measurements = read_table(out)
@@ -165,6 +166,15 @@ def test_measure_writes_schema_rows_meta_and_resumes(fake_backend, h100, tmp_pat
     assert RealTimeBackend.instances[0].options == {"device": "cuda:0", "dtype": "bfloat16"}
     assert "J/token" in result.stdout
     assert f"wattsched fit {out}" in result.stdout
+
+    trace = pd.read_csv(tmp_path / "trace.csv")
+    assert list(trace.columns) == ["time_s", "gpu", "power_w"]
+    assert trace["time_s"].min() == 0
+    assert trace["time_s"].is_monotonic_increasing
+    assert set(trace["gpu"]) == {0}
+    # The trace sees both the idle GPU and the runs.
+    assert trace["power_w"].min() == pytest.approx(70.0)
+    assert trace["power_w"].max() == pytest.approx(400.0)
 
     again = runner.invoke(app, args)
     assert again.exit_code == 0, again.output
