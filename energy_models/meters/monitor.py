@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from energy_models.errors import MeterError
+from energy_models.meters.periodic import Periodic
 from energy_models.meters.rapl import RaplCounter, RaplPoller
 
 DEFAULT_SAMPLE_HZ = 10.0
@@ -34,7 +35,7 @@ class PowerSource(Protocol):
     def energy_mj(self) -> int: ...
 
 
-class PowerSampler:
+class PowerSampler(Periodic):
     """Polls the power of each GPU at ``rate_hz`` on a background thread.
 
     Keeps ``(time, power per GPU)`` samples; :meth:`energy_j` integrates them between two times
@@ -45,19 +46,13 @@ class PowerSampler:
                  clock: Callable[[], float] = time.monotonic):
         if rate_hz <= 0:
             raise ValueError(f"rate_hz must be positive, got {rate_hz}")
+        super().__init__(self.sample, 1.0 / rate_hz, "power-sampler")
         self.gpus = list(gpus)
         self.rate_hz = rate_hz
         self.clock = clock
         self._times: list[float] = []
         self._power: list[list[float]] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: MeterError | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
 
     def sample(self) -> None:
         """Take one reading of every GPU now."""
@@ -67,30 +62,15 @@ class PowerSampler:
             self._times.append(now)
             self._power.append(powers)
 
-    def _run(self) -> None:
-        period = 1.0 / self.rate_hz
-        deadline = self.clock() + period
-        while not self._stop.wait(max(0.0, deadline - self.clock())):
-            try:
-                self.sample()
-            except MeterError as exc:
-                self.error = exc
-                return
-            # Fixed deadlines keep the rate from drifting; a stall skips missed ticks.
-            deadline = max(deadline + period, self.clock())
-
     def start(self) -> None:
-        if self._thread is None:
+        """Sample now, then on the thread; the window edges take their own samples too."""
+        if not self.running:
             self.sample()
-            self._thread = threading.Thread(target=self._run, name="power-sampler", daemon=True)
-            self._thread.start()
+            super().start()
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            self._stop.clear()
+        if self.running:
+            super().stop()
             if self.error is None:
                 self.sample()
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from energy_models.errors import MeterError, MeterUnavailableError
+from energy_models.meters.periodic import Periodic
 
 DEFAULT_ROOT = Path("/sys/class/powercap")
 ASSUMED_MAX_POWER_W = 1000.0
@@ -152,37 +153,19 @@ def open_counters(root: Path = DEFAULT_ROOT) -> list[RaplCounter]:
     return usable
 
 
-class RaplPoller:
+class RaplPoller(Periodic):
     """Reads every counter on a background thread, twice per shortest wrap period."""
 
     def __init__(self, counters: list[RaplCounter], interval_s: float | None = None):
         self.counters = counters
         shortest = min(c.wrap_period_s() for c in counters)
-        self.interval_s = interval_s or min(60.0, max(0.05, shortest / 2))
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: MeterError | None = None
+        super().__init__(self.read_all, interval_s or min(60.0, max(0.05, shortest / 2)),
+                         "rapl-poller")
 
     def read_all(self) -> dict[str, int]:
         return {counter.label: counter.read_uj() for counter in self.counters}
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.read_all()
-            except MeterError as exc:
-                self.error = exc
-                return
-
     def start(self) -> None:
-        if self._thread is None:
+        if not self.running:
             self.read_all()
-            self._thread = threading.Thread(target=self._run, name="rapl-poller", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            self._stop.clear()
+            super().start()
