@@ -103,8 +103,9 @@ def fit(
     fmt: Annotated[FitFormat, typer.Option("--format", help="What to print on stdout.")] = FitFormat.table,  # noqa: E501
     show_dropped: Annotated[bool, typer.Option(help="List every left-out row, not the first 10.")] = False,  # noqa: E501
 ) -> None:
-    """Fit energy and runtime regressions per (llm, device) and select the form by grouped
-    cross-validation; fits below the R² gate are refused and the planner falls back."""
+    """Fit energy and runtime regressions per (llm, device), the form chosen by grouped CV.
+
+    Fits below the R² gate are refused and the planner falls back for their pairs."""
     from energy_models.errors import MeasurementError
     from energy_models.fitting import fit_all
     from energy_models.loaders import load_all

@@ -73,8 +73,10 @@ def meters(
     rapl_root: Annotated[Path, typer.Option(help="Root of the powercap tree (RAPL zones).")] = DEFAULT_ROOT,  # noqa: E501
     fmt: Annotated[MetersFormat, typer.Option("--format", help="What to print on stdout.")] = MetersFormat.table,  # noqa: E501
 ) -> None:
-    """List what this machine can measure (GPUs through NVML, CPU packages and DRAM through
-    RAPL), how, and why not where it cannot; exit code 2 when nothing can be measured."""
+    """List what this machine can measure, how, and why not where it cannot.
+
+    GPUs through NVML, CPU packages and DRAM through RAPL; exit code 2 when nothing can be
+    measured."""
     with user_errors():
         report = survey(rapl_root)
         nothing = report.nothing
@@ -150,8 +152,9 @@ def measure(
     rapl_root: Annotated[Path, typer.Option(help="Root of the powercap tree, for host CPU energy beside the GPU's.")] = DEFAULT_ROOT,  # noqa: E501
     trace: Annotated[Path | None, typer.Option(help="Also write the GPU's power over the whole run, sampled at --sample-hz (.csv or .parquet).")] = None,  # noqa: E501
 ) -> None:
-    """Measure an LLM shape on this machine's GPU over a grid of input/output lengths and
-    batch sizes, writing rows in the measurement schema that `wattsched fit` reads."""
+    """Measure an LLM shape on this machine's GPU over a grid of token lengths and batches.
+
+    Writes rows in the measurement schema, which `wattsched fit` reads."""
     from energy_models.backends import make_backend
     from energy_models.catalog import get_device, get_llm
     from energy_models.profiling import (
