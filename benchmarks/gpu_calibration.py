@@ -94,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                          [e for e in extra if e != "--"])
     paths = [args.out_dir / f"{s}.csv" for s in shapes if (args.out_dir / f"{s}.csv").exists()]
     if not paths:
+        for line in failed:
+            print(f"failed: {line}")
         print(f"skipped: no measurement tables in {args.out_dir}")
-        return 0
+        return 1 if failed else 0
     tables = {p.stem: read_runs(p) for p in paths}
     with pd.option_context("display.width", 160, "display.max_columns", 20,
                            "display.float_format", "{:.4g}".format):

@@ -153,7 +153,7 @@ class HfRandomBackend:
 
     def synchronize(self) -> None:
         if self._torch is not None and self.device.startswith("cuda"):
-            self._torch.cuda.synchronize()
+            self._torch.cuda.synchronize(self.device)
 
     def generate(self, input_tokens: int, output_tokens: int, batch: int) -> Generation:
         if self._model is None:

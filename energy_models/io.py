@@ -17,6 +17,9 @@ def write_atomic(path: str | Path, content: str | bytes) -> None:
             handle.write(content)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide outputs from other users.
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -64,7 +64,7 @@ class IdleProbe(Protocol):
 
     def power_w(self) -> float: ...
 
-    def utilization_pct(self) -> float: ...
+    def utilization_pct(self) -> float | None: ...
 
     def temperature_c(self) -> float: ...
 
@@ -83,8 +83,9 @@ class Grid:
 
     def points(self) -> list[tuple[int, int, int]]:
         """(input, output, batch), small batches first so early results cover every shape."""
-        return [(m, n, b) for b, m, n in product(sorted(self.batches), sorted(self.input_tokens),
-                                                 sorted(self.output_tokens))]
+        return [(m, n, b) for b, m, n in product(sorted(set(self.batches)),
+                                                 sorted(set(self.input_tokens)),
+                                                 sorted(set(self.output_tokens)))]
 
 
 GRIDS = {
@@ -145,7 +146,10 @@ def wait_for_idle(probes: Sequence[IdleProbe], policy: IdlePolicy,
         now = clock()
         history.append((now, [p.utilization_pct() for p in probes],
                         [p.power_w() for p in probes], [p.temperature_c() for p in probes]))
-        recent = [h for h in history if h[0] >= now - policy.steady_s]
+        # From the last reading at or before the window's start, so it spans all of steady_s.
+        first = max((i for i, h in enumerate(history) if h[0] <= now - policy.steady_s),
+                    default=0)
+        recent = history[first:]
         if now - start >= policy.steady_s and _steady(recent, policy):
             return Settled(True, now - start)
         if now - start >= policy.timeout_s:
@@ -154,10 +158,11 @@ def wait_for_idle(probes: Sequence[IdleProbe], policy: IdlePolicy,
 
 
 def _steady(recent: list, policy: IdlePolicy) -> bool:
-    util = np.array([h[1] for h in recent])
+    util = np.array([[np.nan if u is None else u for u in h[1]] for h in recent])
     power = np.array([h[2] for h in recent])
     temperature = np.array([h[3] for h in recent])
-    return bool((util <= policy.max_utilization_pct).all()
+    # NaN (utilisation unknown, as in MIG mode) leaves the decision to power and temperature.
+    return bool((np.isnan(util) | (util <= policy.max_utilization_pct)).all()
                 and (np.ptp(power, axis=0) <= policy.power_band_w).all()
                 and (np.ptp(temperature, axis=0) <= policy.temperature_band_c).all())
 
@@ -201,7 +206,8 @@ def _config(point: tuple[int, int, int]) -> str:
     return f"b{b}.m{m}.n{n}"
 
 
-def _resume(path: Path, settings: ProfileSettings, engine: str) -> pd.DataFrame | None:
+def check_resume(path: Path, settings: ProfileSettings, engine: str) -> pd.DataFrame | None:
+    """The rows already in ``path``, or None; refuses a table of another llm, device or stack."""
     if not path.exists():
         return None
     done = read_runs(path)
@@ -226,7 +232,7 @@ def profile(backend: Backend, grid: Grid, settings: ProfileSettings, monitor: En
     """Measure every grid point not already in ``out``; rewrite ``out`` after each point."""
     if settings.repetitions < 1:
         raise MeasurementError(f"repetitions must be at least 1, got {settings.repetitions}")
-    previous = _resume(out, settings, backend.engine)
+    previous = check_resume(out, settings, backend.engine)
     frames = []
     resumed = []
     points = grid.points()
@@ -297,10 +303,29 @@ def _measure_point(backend: Backend, point: tuple[int, int, int], settings: Prof
     return pd.DataFrame(rows, columns=[*_SCHEMA_ORDER, *EXTRA_COLUMNS]), settled
 
 
+def meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
 def write_meta(path: Path, meta: dict) -> None:
     """The run's settings and environment beside the table, as ``<out>.meta.json``."""
-    write_atomic(path.with_name(path.name + ".meta.json"),
-                 json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    write_atomic(meta_path(path), json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_meta(path: Path, meta: dict, keys: tuple[str, ...]) -> None:
+    """Refuse to resume ``path`` with other settings than those its rows were measured with."""
+    if not path.exists() or not meta_path(path).exists():
+        return
+    try:
+        before = json.loads(meta_path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise MeasurementError(f"{meta_path(path)}: cannot read it to resume ({exc}); move "
+                               f"{path} and it away to start afresh") from None
+    for key in keys:
+        if before.get(key) != meta[key]:
+            raise MeasurementError(
+                f"{path}: was measured with {key} {before.get(key)!r}, not {meta[key]!r}; "
+                f"give another --out, or move it away to start afresh")
 
 
 def counter_agreement(table: pd.DataFrame, min_window_s: float = 10.0) -> pd.DataFrame:

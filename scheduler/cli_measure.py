@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 from enum import Enum
@@ -78,6 +79,8 @@ def meters(
     GPUs through NVML, CPU packages and DRAM through RAPL; exit code 2 when nothing can be
     measured."""
     with user_errors():
+        # CUDA numbers GPUs fastest first unless told otherwise; NVML uses PCI order.
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         report = survey(rapl_root)
         nothing = report.nothing
         if nothing:
@@ -162,6 +165,8 @@ def measure(
         Grid,
         IdlePolicy,
         ProfileSettings,
+        check_meta,
+        check_resume,
         counter_agreement,
         profile,
         write_meta,
@@ -204,29 +209,38 @@ def measure(
         else:
             device = get_device(device).name
 
-        runner = make_backend(backend, spec, device=f"cuda:{gpu}", dtype=dtype)
-        with err.status(f"building {spec.name} on GPU {gpu} ({backend})"):
-            runner.load()
-        monitor = EnergyMonitor([meter], report.rapl_counters(), sample_hz=sample_hz,
-                                compare=True, sync=runner.synchronize)
+        positions = max(chosen.input_tokens) + max(chosen.output_tokens)
+        runner = make_backend(backend, spec, device=f"cuda:{gpu}", dtype=dtype,
+                              max_positions=positions)
         settings = ProfileSettings(
             spec.name, device, repetitions=repetitions, warmup=warmup,
             idle=IdlePolicy(steady_s=settle, poll_s=min(0.5, settle / 5),
                             timeout_s=settle_timeout, idle_window_s=idle_window))
-        write_meta(out, {
+        meta = {
             "llm": spec.name, "device": device, "gpu": meter.name, "gpu_uuid": meter.uuid,
-            "driver_version": report.driver_version, "backend": backend,
+            "mig": meter.mig, "driver_version": report.driver_version, "backend": backend,
             "backend_version": runner.version(), "engine": runner.engine,
             "energy": "counter" if meter.energy_counter else f"sampled at {sample_hz:g} Hz",
             "power_reading": meter.power_kind, "power_limit_w": meter.power_limit_w(),
-            "rapl_zones": [c.label for c in monitor.rapl], "python": platform.python_version(),
-            "platform": platform.platform(), "processor": platform.processor(),
+            "rapl_zones": [c.label for c in report.rapl_counters()],
+            "python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor(),
             "grid": {"input_tokens": chosen.input_tokens, "output_tokens": chosen.output_tokens,
                      "batches": chosen.batches},
             "repetitions": repetitions, "warmup": warmup, "dtype": dtype,
             "settle_s": settle, "settle_timeout_s": settle_timeout,
             "idle_window_s": idle_window, "sample_hz": sample_hz,
-        })
+        }
+        # Checked before the slow model build, and before the old meta file is replaced.
+        check_resume(out, settings, runner.engine)
+        check_meta(out, meta, ("backend", "dtype", "gpu_uuid"))
+        if meter.mig:
+            err.print(f"note: {meter.mig}", markup=False, highlight=False, soft_wrap=True)
+        with err.status(f"building {spec.name} on GPU {gpu} ({backend})"):
+            runner.load()
+        monitor = EnergyMonitor([meter], report.rapl_counters(), sample_hz=sample_hz,
+                                compare=True, sync=runner.synchronize)
+        write_meta(out, meta)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
         tracer = PowerSampler([meter], sample_hz) if trace else None
@@ -245,10 +259,11 @@ def measure(
                 monitor.close()
                 if tracer:
                     tracer.stop()
-                    samples = tracer.trace()
-                    write_runs(trace, samples.assign(time_s=samples["time_s"]
-                                                     - samples["time_s"].min()))
-        if trace:
+        if tracer:
+            if tracer.error:
+                raise tracer.error
+            samples = tracer.trace()
+            write_runs(trace, samples.assign(time_s=samples["time_s"] - samples["time_s"].min()))
             err.print(f"power trace written to {trace}", highlight=False)
         _summary(result, out, counter_agreement(result.table))
 

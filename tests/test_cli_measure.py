@@ -163,7 +163,8 @@ def test_measure_writes_schema_rows_meta_and_resumes(fake_backend, h100, tmp_pat
     assert meta["driver_version"] == "550.54.15"
     assert meta["grid"]["output_tokens"] == [10, 20]
     assert RealTimeBackend.instances[0].loaded
-    assert RealTimeBackend.instances[0].options == {"device": "cuda:0", "dtype": "bfloat16"}
+    assert RealTimeBackend.instances[0].options == {"device": "cuda:0", "dtype": "bfloat16",
+                                                     "max_positions": 64 + 20}
     assert "J/token" in result.stdout
     assert f"wattsched fit {out}" in result.stdout
 
@@ -189,11 +190,20 @@ def test_measure_refuses_to_resume_another_llm(fake_backend, tmp_path):
              "--batch", "1", "--input-tokens", "32", "--repetitions", "1", "--out", str(out),
              *FAST]
     assert runner.invoke(app, first).exit_code == 0
+    meta = (tmp_path / "runs.csv.meta.json").read_text()
     other = [a if a != "llama-3.2-1b" else "llama-3.2-3b" for a in first]
     result = runner.invoke(app, other)
     assert result.exit_code == 2
     assert "llama-3.2-1b" in result.stderr
     assert "another --out" in result.stderr
+    # Refused before the model is built, and the first run's meta file is left as it was.
+    assert not RealTimeBackend.instances[-1].loaded
+    assert (tmp_path / "runs.csv.meta.json").read_text() == meta
+
+    float16 = runner.invoke(app, [*first, "--dtype", "float16"])
+    assert float16.exit_code == 2
+    assert "dtype 'bfloat16', not 'float16'" in float16.stderr
+    assert (tmp_path / "runs.csv.meta.json").read_text() == meta
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed")

@@ -257,10 +257,16 @@ def test_mixed_gpus_without_pci_order_get_a_note():
     assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in notes[0]
     _, _, pci = open_gpus(gpus, {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
     assert pci == []
+    # CUDA numbers GPUs fastest first by default, so any numeric entry on a mixed machine may
+    # name another GPU than NVML's index, even when the chosen GPUs look alike.
     _, _, alike = open_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "0,1"})
-    assert alike == []
+    assert alike == notes
     _, _, single = open_gpus(gpus, {"CUDA_VISIBLE_DEVICES": "2"})
-    assert single == []
+    assert single == notes
+    _, _, by_uuid = open_gpus(gpus, {"CUDA_VISIBLE_DEVICES": f"{UUID_A},{UUID_C}"})
+    assert by_uuid == []
+    _, _, alike_machine = open_gpus(three_gpus(), {"CUDA_VISIBLE_DEVICES": "2"})
+    assert alike_machine == []
 
 
 def test_bytes_names_and_uuids_from_old_pynvml_are_decoded():

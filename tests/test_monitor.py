@@ -538,3 +538,22 @@ def test_closing_after_a_lost_gpu_does_not_raise_again(manual_sampler):
         monitor.end_window("w")
     monitor.close()
     assert not monitor.sampler.running
+
+
+def test_a_failing_window_edge_leaves_no_thread_running():
+    def broken_sync() -> None:
+        raise MeterError("device fell off the bus")
+
+    gpu = FakeGpu(counter=False)
+    found, _ = nvml.visible_gpus(FakeNvml([gpu], clock=time.monotonic), {})
+    monitor = EnergyMonitor(found, sync=broken_sync)
+    with pytest.raises(MeterError, match="bus"):
+        monitor.begin_window("w")
+    assert not monitor.sampler.running
+    monitor.sync = None
+    monitor.begin_window("w")
+    monitor.sync = broken_sync
+    with pytest.raises(MeterError, match="bus"):
+        monitor.end_window("w")
+    assert not monitor.sampler.running
+    assert "power-sampler" not in {t.name for t in threading.enumerate()}

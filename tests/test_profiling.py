@@ -479,3 +479,21 @@ def test_counter_agreement_keeps_only_comparable_rows():
     agreement = counter_agreement(table)
     assert list(agreement.index) == [0, 1]
     np.testing.assert_allclose(agreement["relative_difference"], [0.01, -0.05])
+
+
+def test_unknown_utilisation_leaves_idle_to_power_and_temperature():
+    class MigProbe:
+        def power_w(self) -> float:
+            return 90.0
+
+        def utilization_pct(self) -> None:
+            return None
+
+        def temperature_c(self) -> float:
+            return 40.0
+
+    clock = FakeClock()
+    policy = IdlePolicy(steady_s=2.0, poll_s=0.5, timeout_s=10.0)
+    settled = wait_for_idle([MigProbe()], policy, clock, clock.advance)
+    assert settled.settled
+    assert settled.waited_s == pytest.approx(2.0)

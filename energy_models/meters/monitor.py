@@ -197,9 +197,13 @@ class EnergyMonitor:
                 self.sampler.start()
             if self._poller:
                 self._poller.start()
-        elif self.sampler:
-            self.sampler.sample()
-        now, counters, cpu = self._read()
+        try:
+            if self._open and self.sampler:
+                self.sampler.sample()
+            now, counters, cpu = self._read()
+        except BaseException:
+            self._settle()  # Threads started for this window stop with it.
+            raise
         self._open[name] = _Start(now, counters, cpu)
 
     def end_window(self, name: str) -> Measurement:
@@ -207,26 +211,29 @@ class EnergyMonitor:
         if start is None:
             raise MeterError(f"window {name!r} was never opened (open: "
                              f"{', '.join(self._open) or 'none'})")
-        now, counters, cpu = self._read()
-        energy: dict[int, float] = {}
-        method: dict[int, str] = {}
-        sampled: dict[int, float] = {}
-        if self.sampler:
-            if self.sampler.error:
-                raise self.sampler.error
-            self.sampler.sample()
-        for position, gpu in enumerate(self.gpus):
-            index = gpu.cuda_index
-            if gpu.energy_counter:
-                energy[index] = (counters[index] - start.counters_mj[index]) / 1000.0
-                method[index] = "counter"
-            if position in self._sampled:
-                value = self.sampler.energy_j(self._sampled.index(position), start.time, now)
-                sampled[index] = value
-                if not gpu.energy_counter:
-                    energy[index] = value
-                    method[index] = f"sampled at {self.sampler.rate_hz:g} Hz"
-        self._settle()
+        try:
+            now, counters, cpu = self._read()
+            energy: dict[int, float] = {}
+            method: dict[int, str] = {}
+            sampled: dict[int, float] = {}
+            if self.sampler:
+                if self.sampler.error:
+                    raise self.sampler.error
+                self.sampler.sample()
+            for position, gpu in enumerate(self.gpus):
+                index = gpu.cuda_index
+                if gpu.energy_counter:
+                    energy[index] = (counters[index] - start.counters_mj[index]) / 1000.0
+                    method[index] = "counter"
+                if position in self._sampled:
+                    value = self.sampler.energy_j(self._sampled.index(position), start.time,
+                                                  now)
+                    sampled[index] = value
+                    if not gpu.energy_counter:
+                        energy[index] = value
+                        method[index] = f"sampled at {self.sampler.rate_hz:g} Hz"
+        finally:
+            self._settle()
         return Measurement(
             name, now - start.time, energy, method,
             {label: (cpu[label] - start.cpu_uj[label]) / 1e6 for label in cpu},
@@ -237,11 +244,13 @@ class EnergyMonitor:
             if self.sampler:
                 self.sampler.forget_before(min(s.time for s in self._open.values()))
             return
-        if self.sampler:
-            self.sampler.stop()
-            self.sampler.forget_before(self.clock())
-        if self._poller:
-            self._poller.stop()
+        try:
+            if self.sampler:
+                self.sampler.stop()
+                self.sampler.forget_before(self.clock())
+        finally:
+            if self._poller:
+                self._poller.stop()
 
     @contextlib.contextmanager
     def window(self, name: str) -> Iterator[Window]:

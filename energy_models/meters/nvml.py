@@ -91,8 +91,16 @@ class NvmlGpu:
                 return value.value.uiVal / 1000.0
         return self._call("power", self.nvml.nvmlDeviceGetPowerUsage) / 1000.0
 
-    def utilization_pct(self) -> float:
-        return float(self._call("utilisation", self.nvml.nvmlDeviceGetUtilizationRates).gpu)
+    def utilization_pct(self) -> float | None:
+        """GPU utilisation, or None where NVML cannot say (GPUs in MIG mode)."""
+        try:
+            rates = self.nvml.nvmlDeviceGetUtilizationRates(self.handle)
+        except self.nvml.NVMLError as exc:
+            if _is(self.nvml, exc, "NVML_ERROR_NOT_SUPPORTED"):
+                return None
+            raise MeterError(f"NVML utilisation of GPU {self.cuda_index} ({self.name}): "
+                             f"{exc}") from None
+        return float(rates.gpu)
 
     def temperature_c(self) -> float:
         return float(self._call("temperature", self.nvml.nvmlDeviceGetTemperature,
@@ -204,6 +212,7 @@ def _visible_gpus(nvml: Any, environ: Mapping[str, str]) -> tuple[list[NvmlGpu],
         raise MeterUnavailableError("NVML sees no GPU on this machine")
     spec = environ.get("CUDA_VISIBLE_DEVICES")
     notes = []
+    entries: list[str] = []
     if spec is None:
         chosen = [(i, h, None) for i, h in enumerate(handles)]
     else:
@@ -212,8 +221,9 @@ def _visible_gpus(nvml: Any, environ: Mapping[str, str]) -> tuple[list[NvmlGpu],
             raise MeterUnavailableError("CUDA_VISIBLE_DEVICES is empty, so CUDA sees no GPU; "
                                         "unset it or list the GPUs to measure")
         chosen = [_resolve(nvml, entry, handles, uuids) for entry in entries]
-    names = {_text(nvml.nvmlDeviceGetName(h)) for _, h, _ in chosen}
-    if len(chosen) > 1 and len(names) > 1 and environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+    numbered = spec is None or any(e.isdigit() for e in entries)
+    names = {_text(nvml.nvmlDeviceGetName(h)) for h in handles}
+    if numbered and len(names) > 1 and environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
         notes.append("CUDA_DEVICE_ORDER is not PCI_BUS_ID, so CUDA may number these mixed GPUs "
                      "differently from NVML; set CUDA_DEVICE_ORDER=PCI_BUS_ID")
     gpus = [_open(nvml, handle, cuda, index, mig)
