@@ -24,6 +24,7 @@ import pandas as pd
 
 from energy_models.errors import MeasurementError
 from energy_models.io import write_atomic
+from energy_models.measurements import MEASUREMENT_COLUMNS
 from energy_models.meters.monitor import EnergyMonitor
 
 EXTRA_COLUMNS = (
@@ -258,15 +259,8 @@ def profile(backend: Backend, grid: Grid, settings: ProfileSettings, monitor: En
     if progress:
         progress(len(todo), len(todo), "done")
     table = (pd.concat(frames, ignore_index=True) if frames
-             else pd.DataFrame(columns=[*_SCHEMA_ORDER, *EXTRA_COLUMNS]))
+             else pd.DataFrame(columns=[*MEASUREMENT_COLUMNS, *EXTRA_COLUMNS]))
     return ProfileResult(table, measured, resumed, unsettled)
-
-
-_SCHEMA_ORDER = (
-    "llm", "device", "tp", "batch", "input_tokens", "output_tokens", "energy_j", "runtime_s",
-    "ttft_s", "itl_s", "mean_power_w", "idle_power_w", "energy_kind", "engine", "config",
-    "source",
-)
 
 
 def _measure_point(backend: Backend, point: tuple[int, int, int], settings: ProfileSettings,
@@ -300,7 +294,7 @@ def _measure_point(backend: Backend, point: tuple[int, int, int], settings: Prof
             "energy_method": ",".join(sorted(set(result.gpu_method.values()))),
             "idle_settled": settled,
         })
-    return pd.DataFrame(rows, columns=[*_SCHEMA_ORDER, *EXTRA_COLUMNS]), settled
+    return pd.DataFrame(rows, columns=[*MEASUREMENT_COLUMNS, *EXTRA_COLUMNS]), settled
 
 
 def meta_path(path: Path) -> Path:

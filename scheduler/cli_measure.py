@@ -216,13 +216,14 @@ def measure(
             spec.name, device, repetitions=repetitions, warmup=warmup,
             idle=IdlePolicy(steady_s=settle, poll_s=min(0.5, settle / 5),
                             timeout_s=settle_timeout, idle_window_s=idle_window))
+        counters = report.rapl_counters()
         meta = {
             "llm": spec.name, "device": device, "gpu": meter.name, "gpu_uuid": meter.uuid,
             "mig": meter.mig, "driver_version": report.driver_version, "backend": backend,
             "backend_version": runner.version(), "engine": runner.engine,
             "energy": "counter" if meter.energy_counter else f"sampled at {sample_hz:g} Hz",
             "power_reading": meter.power_kind, "power_limit_w": meter.power_limit_w(),
-            "rapl_zones": [c.label for c in report.rapl_counters()],
+            "rapl_zones": [c.label for c in counters],
             "python": platform.python_version(), "platform": platform.platform(),
             "processor": platform.processor(),
             "grid": {"input_tokens": chosen.input_tokens, "output_tokens": chosen.output_tokens,
@@ -238,7 +239,7 @@ def measure(
             err.print(f"note: {meter.mig}", markup=False, highlight=False, soft_wrap=True)
         with err.status(f"building {spec.name} on GPU {gpu} ({backend})"):
             runner.load()
-        monitor = EnergyMonitor([meter], report.rapl_counters(), sample_hz=sample_hz,
+        monitor = EnergyMonitor([meter], counters, sample_hz=sample_hz,
                                 compare=True, sync=runner.synchronize)
         write_meta(out, meta)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
