@@ -25,6 +25,7 @@ power while the host works.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
@@ -32,7 +33,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from energy_models.catalog import get_device, get_llm
+from energy_models.catalog import LlmSpec, get_device, get_llm
 from energy_models.errors import CalibrationError
 
 GB = 1e9
@@ -76,9 +77,9 @@ def shipped_constants() -> dict[str, EngineConstants]:
 WORK_COLUMNS = ("llm", "device", "input_tokens", "output_tokens", "batch", "tp")
 
 
-def _spec_arrays(work: pd.DataFrame) -> dict[str, np.ndarray]:
+def _spec_arrays(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec]) -> dict[str, np.ndarray]:
     """Per-row LLM and device numbers, looked up once per distinct name."""
-    llm_rows = {name: get_llm(name) for name in work["llm"].unique()}
+    llm_rows = {name: extra_llms.get(name) or get_llm(name) for name in work["llm"].unique()}
     dev_rows = {name: get_device(name) for name in work["device"].unique()}
     llm = work["llm"].map
     dev = work["device"].map
@@ -96,8 +97,11 @@ def _spec_arrays(work: pd.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def analytical_costs(work: pd.DataFrame, constants: EngineConstants) -> pd.DataFrame:
+def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
+                     extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
     """Cost of each row of ``work`` (columns WORK_COLUMNS, optional ``power_cap_w`` per device).
+
+    ``extra_llms`` names LLMs that are not in the catalog (e.g. read from a config.json).
 
     Returns per request: ``energy_j`` (gross, whole replica, the request's share),
     ``runtime_s`` (its own wall time), ``replica_s`` (replica time it occupies), ``power_w``
@@ -107,7 +111,7 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants) -> pd.DataF
     missing = [c for c in WORK_COLUMNS if c not in work.columns]
     if missing:
         raise CalibrationError(f"work table lacks column {missing[0]!r}")
-    s = _spec_arrays(work)
+    s = _spec_arrays(work, extra_llms or {})
     m = work["input_tokens"].to_numpy(float)
     n = work["output_tokens"].to_numpy(float)
     batch = work["batch"].to_numpy(float)

@@ -29,6 +29,10 @@ class CatalogError(EnergyModelError, ValueError):
     """A catalog file is malformed."""
 
 
+class ConfigError(EnergyModelError, ValueError):
+    """A Hugging Face config.json cannot be read as an LLM's shape."""
+
+
 class CalibrationError(EnergyModelError, ValueError):
     """Measurements cannot be used to fit a model."""
 

@@ -62,7 +62,10 @@ def _v2(root: str | Path) -> tuple[Measurements, list[str]]:
         "output_tokens": kept["avg_output_tokens"],
         "energy_j": kept["energy_per_req_J"],
         "runtime_s": kept["avg_output_tokens"] * kept["avg_tpot_s"],
-        "itl_s": kept["avg_tpot_s"], "energy_kind": "gross", "engine": "vllm",
+        "itl_s": kept["avg_tpot_s"],
+        "mean_power_w": kept["energy_per_req_J"] * kept["token_tput_tok_s"]
+        / kept["avg_output_tokens"],
+        "energy_kind": "gross", "engine": "vllm",
         "config": kept["task"] + ".bs" + kept["max_batch_size"].astype(str),
         "source": "mlenergy-v2:" + kept["source_file"],
     })
@@ -97,6 +100,9 @@ def measurements_v2(root: str | Path) -> Measurements:
 
     ``batch`` is the realised average batch; ``runtime_s`` is output tokens x TPOT (v2 gives
     no time to first token) and ``itl_s`` is TPOT, which includes other requests' prefills.
+    ``mean_power_w`` (all ``tp`` GPUs) is energy per request x requests per second, from the
+    token throughput: the reported average batch exceeds throughput x TPOT by up to 2.5x, so
+    energy x batch / runtime would overstate power past the GPUs' TDP.
     """
     return _v2(root)[0]
 
