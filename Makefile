@@ -23,3 +23,4 @@ bench: $(BIN)/wattsched
 	$(BIN)/python benchmarks/analytical_accuracy.py
 	$(BIN)/python benchmarks/regression_accuracy.py
 	$(BIN)/python benchmarks/plan_default.py
+	$(BIN)/python benchmarks/predictor_accuracy.py

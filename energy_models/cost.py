@@ -3,7 +3,8 @@
 Sources are tried in order for every row of work; the first that covers a row prices it, and
 the ``source`` column says which one did. Fitted regressions come first where the user gives
 them (they cover the (llm, device, tp) they were measured on, at measured batch sizes); the
-chain ends in the analytical model, which covers every catalogued pair.
+unseen-GPU/LLM predictor prices every other GPU pair; the chain ends in the analytical model,
+which covers every catalogued pair (CPUs, and stacks the predictor was not fitted on).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from energy_models.analytical import (
 from energy_models.catalog import get_device
 from energy_models.errors import CalibrationError
 from energy_models.fitting import FittedModel, FittedModels
+from energy_models.predictor import Calibration, Predictor, shipped_predictor
 
 COST_COLUMNS = (
     "energy_j",
@@ -165,12 +167,9 @@ class FittedSource:
             ttft_s = predicted.get("ttft_s", base["ttft_s"].to_numpy(float) * scale)
             itl_s = predicted.get("itl_s", base["itl_s"].to_numpy(float) * scale)
             power_w = energy_j / replica_s
-            if "power_cap_w" in rows.columns:
-                # A capped device runs slower at the cap; the work, so the energy, stays.
-                cap = rows["power_cap_w"].to_numpy(float) * tp
-                stretch = np.maximum(1.0, power_w / np.where(np.isfinite(cap), cap, np.inf))
-                runtime_s, replica_s = runtime_s * stretch, replica_s * stretch
-                ttft_s, itl_s, power_w = ttft_s * stretch, itl_s * stretch, power_w / stretch
+            stretch = _capped(rows, power_w)
+            runtime_s, replica_s = runtime_s * stretch, replica_s * stretch
+            ttft_s, itl_s, power_w = ttft_s * stretch, itl_s * stretch, power_w / stretch
             parts.append(pd.DataFrame({
                 "energy_j": energy_j, "runtime_s": runtime_s, "replica_s": replica_s,
                 "power_w": power_w, "idle_power_w": idle_w * np.ones_like(tp),
@@ -178,6 +177,57 @@ class FittedSource:
                 "ttft_s": ttft_s, "itl_s": itl_s, "source": f"fitted:{energy_model.form}",
             }, index=rows.index))
         return pd.concat(parts).loc[work.index]
+
+
+def _capped(rows: pd.DataFrame, power_w: np.ndarray) -> np.ndarray:
+    """How much a power cap stretches each row's time: a capped device runs slower at the cap;
+    the work, so the energy, stays."""
+    if "power_cap_w" not in rows.columns:
+        return np.ones(len(rows))
+    cap = rows["power_cap_w"].to_numpy(float) * rows["tp"].to_numpy(float)
+    return np.maximum(1.0, power_w / np.where(np.isfinite(cap), cap, np.inf))
+
+
+class PredictedSource:
+    """The unseen-GPU/LLM predictor, for every GPU pair of a stack it was fitted on: power,
+    ITL and energy per token from it (rescaled by a calibration when given); time to first
+    token scaled from the analytical model by predicted / analytical ITL."""
+
+    def __init__(self, predictor: Predictor, engine: str = "vllm",
+                 calibration: Calibration | None = None):
+        self.predictor = predictor
+        self.engine = engine
+        self.calibration = calibration
+        self.name = f"predicted:{engine}" + (":calibrated" if calibration else "")
+
+    def covers(self, work: pd.DataFrame) -> np.ndarray:
+        if self.engine not in self.predictor.constants:
+            return np.zeros(len(work), dtype=bool)
+        kinds = work["device"].map(lambda name: get_device(name).kind)
+        return (kinds == "gpu").to_numpy()
+
+    def costs(self, work: pd.DataFrame) -> pd.DataFrame:
+        base = analytical_costs(work, self.predictor.constants[self.engine])
+        predicted = self.predictor.predict(work.assign(engine=self.engine))
+        if self.calibration is not None:
+            predicted = self.calibration.apply(predicted)
+        n = work["output_tokens"].to_numpy(float)
+        batch = work["batch"].to_numpy(float)
+        tp = work["tp"].to_numpy(float)
+        energy_j = predicted["energy_per_token_j"].to_numpy() * n
+        power_w = predicted["power_w"].to_numpy() * tp
+        itl_s = predicted["itl_s"].to_numpy()
+        # The predictor's ITL is the TPOT form (replica time per request x batch / tokens).
+        scale = itl_s / (base["replica_s"].to_numpy(float) * batch / n)
+        stretch = _capped(work, power_w)
+        return pd.DataFrame({
+            "energy_j": energy_j, "runtime_s": base["runtime_s"].to_numpy(float) * scale * stretch,
+            "replica_s": energy_j / power_w * stretch, "power_w": power_w / stretch,
+            "idle_power_w": base["idle_power_w"].to_numpy(float),
+            "peak_power_w": np.maximum(base["peak_power_w"].to_numpy(float), power_w / stretch),
+            "ttft_s": base["ttft_s"].to_numpy(float) * scale * stretch, "itl_s": itl_s * stretch,
+            "source": self.name,
+        }, index=work.index)
 
 
 class CostChain:
@@ -223,9 +273,17 @@ class CostChain:
         return found
 
 
-def default_chain(gpu_engine: str = "vllm", models: FittedModels | None = None) -> CostChain:
-    """Fitted regressions first where given, then the analytical model."""
+def default_chain(gpu_engine: str = "vllm", models: FittedModels | None = None,
+                  predictor: Predictor | None = None,
+                  calibration: Calibration | None = None, predict: bool = True) -> CostChain:
+    """Fitted regressions first where given, then (``predict``) the predictor, the shipped one
+    unless given, for GPUs, then the analytical model (CPUs, and stacks the predictor does not
+    know)."""
     analytical = AnalyticalSource(gpu_engine)
-    if models is None:
-        return CostChain([analytical])
-    return CostChain([FittedSource(models, gpu_engine, analytical), analytical])
+    sources: list[CostSource] = [analytical]
+    if predict:
+        sources.insert(0, PredictedSource(predictor or shipped_predictor(), gpu_engine,
+                                          calibration))
+    if models is not None:
+        sources.insert(0, FittedSource(models, gpu_engine, analytical))
+    return CostChain(sources)

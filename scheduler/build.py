@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from energy_models.catalog import get_device, get_llm
+from energy_models.catalog import DeviceSpec, LlmSpec, get_device, get_llm
 from energy_models.cost import CostChain
 from scheduler.errors import InputError
 from scheduler.inventory import Fleet
@@ -42,12 +42,22 @@ class Built:
     """One row per deployment: ``deployment``, pool, device, llm, tp, batch, source, ..."""
 
 
+def memory_need_gb(llm: LlmSpec, batch: float, context_tokens: float, tp: int) -> float:
+    """Weights and KV cache per device, GB (without the runtime overhead)."""
+    return (llm.weight_gb + batch * context_tokens * llm.kv_bytes_per_token / 1e9) / tp
+
+
+def usable_memory_gb(device: DeviceSpec) -> float:
+    """What a serving engine may fill with weights and KV cache on one device."""
+    return device.memory_gb * MEMORY_UTILIZATION - RUNTIME_OVERHEAD_GB
+
+
 def _candidates(fleet: Fleet, context_tokens: float) -> pd.DataFrame:
     """Every (pool, llm, tp, batch) whose weights and KV cache fit the pool's devices."""
     rows = []
     for pool in fleet.pools:
         device = get_device(pool.device)
-        usable_gb = device.memory_gb * MEMORY_UTILIZATION - RUNTIME_OVERHEAD_GB
+        usable_gb = usable_memory_gb(device)
         degrees = [1] if device.kind == "cpu" else [
             t for t in TP_DEGREES if t <= pool.devices_per_node and pool.devices_per_node % t == 0
         ]
@@ -55,10 +65,10 @@ def _candidates(fleet: Fleet, context_tokens: float) -> pd.DataFrame:
             llm = get_llm(name)
             for tp in degrees:
                 for batch in fleet.defaults.batch_sizes:
-                    kv_gb = batch * context_tokens * llm.kv_bytes_per_token / 1e9
-                    need_gb = (llm.weight_gb + kv_gb) / tp + RUNTIME_OVERHEAD_GB
-                    if need_gb - RUNTIME_OVERHEAD_GB > usable_gb:
+                    need_gb = memory_need_gb(llm, batch, context_tokens, tp)
+                    if need_gb > usable_gb:
                         continue
+                    need_gb += RUNTIME_OVERHEAD_GB
                     rows.append({
                         "deployment": solver_id(f"{pool.id}.{name}.tp{tp}.b{batch}"),
                         "pool": pool.id, "device": device.name, "llm": name, "tp": tp,

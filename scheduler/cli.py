@@ -16,6 +16,7 @@ from energy_models.catalog import devices, llms
 from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
 from energy_models.io import write_atomic
 from scheduler.cli_measure import measure, meters
+from scheduler.cli_predict import predict, rank_gpus
 from scheduler.console import err, user_errors, warnings_to_stderr, wide_console
 from scheduler.errors import InputError
 from scheduler.inventory import load_fleet
@@ -200,7 +201,9 @@ def sweetspot(
             raise InputError("sweetspot", "--input-tokens/--batch/--tp",
                              "must be positive; e.g. --input-tokens 512 --batch 1 --tp 1")
         fitted = load_models(models)
-        chain = default_chain(engine, fitted)
+        # The predictor's tree corrections are steps in output length; a sweet spot is a
+        # property of the curve's shape, so it comes from fits or the analytical model.
+        chain = default_chain(engine, fitted, predict=False)
         spot = sweet_spot(chain, llm, device, input_tokens, batch=batch, tp=tp, models=fitted,
                           engine=engine)
         if plot is not None:
@@ -295,6 +298,8 @@ def catalog(
 
 app.command()(meters)
 app.command()(measure)
+app.command()(predict)
+app.command("rank-gpus")(rank_gpus)
 
 
 def main() -> None:

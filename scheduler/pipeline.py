@@ -37,8 +37,8 @@ class Outcome:
                                                                 strict=True)})
             rows.append({"llm": llm, "device": device, "source": source,
                          "deployments": " ".join(f"tp{t}/b{b}" for t, b in settings),
-                         "note": self.notes.get((llm, device), "") if "analytical" in source
-                         else ""})
+                         "note": "" if source.startswith("fitted")
+                         else self.notes.get((llm, device), "")})
         return rows
 
 

@@ -36,7 +36,7 @@ def test_default_plan_beats_every_baseline(default_plan):
         assert 0.0 <= base["slo_attainment"] <= 1.0
     served = sum(r["requests"] for r in doc["routing"])
     assert served == pytest.approx(doc["requests"], rel=1e-6)
-    assert {s["source"] for s in doc["sources"]} == {"analytical:vllm", "analytical:cpu"}
+    assert {s["source"] for s in doc["sources"]} == {"predicted:vllm", "analytical:cpu"}
 
 
 def test_out_file_is_the_plan_without_run_timing(default_plan):
@@ -59,7 +59,7 @@ def test_table_output_names_plan_baselines_and_sources():
     result = runner.invoke(app, ["plan", "--no-baselines"])
     assert result.exit_code == 0, result.output
     assert "Replicas" in result.stdout
-    assert "analytical:vllm" in result.stdout
+    assert "predicted:vllm" in result.stdout
 
 
 def _fleet_file(tmp_path, pools, llms=("llama-3.1-8b",)):

@@ -309,32 +309,32 @@ def test_plan_prices_the_fitted_pair_at_measured_batches_only(fitted_plan):
     assert settings
     assert all(s.startswith("tp1/") for s in settings)
     assert "tp1/b128" not in settings
-    # Batch 128 of the default fleet lies outside the measured 1-32: analytical, with a note.
+    # Batch 128 of the default fleet lies outside the measured 1-32: predicted, with a note.
     fallback = [s for s in sources if (s["llm"], s["device"]) == CLEAN
-                and s["source"].startswith("analytical:")]
+                and s["source"].startswith("predicted:")]
     assert len(fallback) == 1
     assert "tp1/b128" in fallback[0]["deployments"].split()
     assert "batch 1-32" in fallback[0]["note"]
 
 
-def test_plan_prices_the_refused_pair_analytically_and_says_why(fitted_plan):
+def test_plan_predicts_the_refused_pair_and_says_why(fitted_plan):
     doc, _ = fitted_plan
     refused = [s for s in doc["sources"] if (s["llm"], s["device"]) == NOISY]
     assert refused
     for entry in refused:
-        assert entry["source"] == "analytical:vllm"
+        assert entry["source"] == "predicted:vllm"
         assert "refused" in entry["note"]
         assert "below the gate" in entry["note"]
 
 
-def test_plan_prices_unmeasured_pairs_analytically(fitted_plan):
+def test_plan_predicts_unmeasured_gpu_pairs_and_prices_cpus_analytically(fitted_plan):
     doc, _ = fitted_plan
     others = [s for s in doc["sources"] if (s["llm"], s["device"]) not in {CLEAN, NOISY}]
     assert others
     for entry in others:
-        assert entry["source"] in {"analytical:vllm", "analytical:cpu"}, entry
+        assert entry["source"] in {"predicted:vllm", "analytical:cpu"}, entry
         assert entry["note"] == "not measured"
-    assert {s["source"] for s in others} == {"analytical:vllm", "analytical:cpu"}
+    assert {s["source"] for s in others} == {"predicted:vllm", "analytical:cpu"}
 
 
 def test_plan_warns_once_per_target_when_the_fit_extrapolates(fitted_plan):

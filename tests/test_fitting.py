@@ -124,7 +124,7 @@ def test_fitted_source_prices_what_was_measured_and_leaves_the_rest(models):
                      ignore_index=True)
     costs = chain.costs(rows)
     assert costs.source.iloc[0].startswith("fitted:")
-    assert costs.source.iloc[1:].tolist() == ["analytical:vllm"] * 3
+    assert costs.source.iloc[1:].tolist() == ["predicted:vllm"] * 3
     notes = chain.notes()
     assert "fits cover only tp1 batch 1-32" in notes[("llama-3.1-8b", "H100-SXM")]
     assert "refused" in notes[("qwen2.5-14b", "A100-40GB")]
@@ -198,11 +198,11 @@ def test_sweet_spot_of_the_sweetspot_form_matches_its_closed_form():
 
 
 def test_analytical_sweet_spot_and_heat_map():
-    spot = sweet_spot(default_chain(), "llama-3.1-8b", "H100-SXM", 512, batch=8)
+    spot = sweet_spot(default_chain(predict=False), "llama-3.1-8b", "H100-SXM", 512, batch=8)
     per_token = spot.curve.energy_per_token_j.to_numpy()
     assert spot.energy_per_token_j == pytest.approx(per_token.min())
     assert per_token[0] > spot.energy_per_token_j < per_token[-1]
-    figure = heat_map(default_chain(), "llama-3.1-8b", "H100-SXM", batch=8,
+    figure = heat_map(default_chain(predict=False), "llama-3.1-8b", "H100-SXM", batch=8,
                       mark_input_tokens=512)
     axes = figure.axes[0]
     assert axes.get_xscale() == "log"
@@ -218,7 +218,7 @@ def test_models_json_carries_credentials(models):
 
 
 def test_sweet_spot_outside_the_fitted_batches_uses_the_analytical_range(models):
-    chain = default_chain("vllm", models)
+    chain = default_chain("vllm", models, predict=False)
     inside = sweet_spot(chain, "llama-3.1-8b", "H100-SXM", 512, batch=8, models=models)
     outside = sweet_spot(chain, "llama-3.1-8b", "H100-SXM", 512, batch=64, models=models)
     assert inside.source.startswith("fitted:")

@@ -1,0 +1,513 @@
+"""Power, inter-token latency and energy per token on GPUs and LLMs never profiled.
+
+WattGPU-style: public GPU specs and LLM shapes in, mean GPU power, inter-token latency (ITL)
+and energy per output token out. Gradient-boosted trees learn the *correction* to the
+analytical (roofline) model, log(measured / analytical), from features of the GPU, the LLM,
+the workload and the serving stack; the analytical model's constants are fitted on the same
+training rows, so nothing of a held-out GPU or LLM leaks into its own prediction.
+
+The shipped predictor (``data/predictor.json.gz``) holds our fitted constants and trees as
+plain numbers; ``Predictor.from_json`` needs neither the training data nor scikit-learn's
+pickles. Each prediction carries an interval from the out-of-fold residuals of the same
+kind of generalisation (an unseen GPU, an unseen LLM, or a seen pair).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from energy_models.analytical import WORK_COLUMNS, EngineConstants, analytical_costs
+from energy_models.catalog import DeviceSpec, LlmSpec, get_device, get_llm
+from energy_models.errors import CalibrationError, ModelFileError
+
+TARGETS = ("power_w", "itl_s", "energy_per_token_j")
+"""Per-GPU mean power, mean time per output token of a request, and replica energy per output
+token (all devices of the replica)."""
+
+STACKS = {
+    "hf": {
+        "version": "Hugging Face transformers generate via FastChat (ML.ENERGY v1, 2023)",
+        "itl_definition": "request latency / generated tokens: mean time per output token, "
+                          "the request's own prefill included (batch 1)",
+    },
+    "vllm": {
+        "version": "vLLM 0.5.4, CUDA 12.4 (ML.ENERGY v2, 2024)",
+        "itl_definition": "mean time per output token of a request (TPOT), other requests' "
+                          "prefill stalls included (continuous batching)",
+    },
+}
+"""The serving stacks the training data measured, their versions and ITL definitions."""
+
+ARCHITECTURES = ("Turing", "Volta", "Ampere", "Ada Lovelace", "Hopper", "Blackwell")
+
+GPU_FEATURES = ("bandwidth_gb_s", "fp16_tflops", "memory_gb", "tdp_w", "idle_w", "year",
+                "architecture")
+LLM_FEATURES = ("params_b", "active_params_b", "layers", "hidden_size", "heads", "kv_heads",
+                "intermediate_size", "vocab_size", "dtype_bytes", "moe")
+WORK_FEATURES = ("batch", "tp", "input_tokens", "output_tokens", "engine")
+PHYSICS_FEATURES = ("t_mem_step_s", "t_comp_step_s", "compute_share", "kv_mb_per_token",
+                    "analytical_power_frac", "analytical_log_itl", "analytical_log_jpt")
+FEATURES = GPU_FEATURES + LLM_FEATURES + WORK_FEATURES + PHYSICS_FEATURES
+
+# Load-scaled TDP baseline (WattGPU): rho by how loaded the GPU is.
+RHO_LOW_RATE, RHO_HIGH_RATE, RHO_OFFLINE = 0.2, 0.6, 0.9
+OFFLINE_BATCH = 32
+"""From this many concurrent sequences a GPU counts as offline / large-batch for the baseline."""
+
+INTERVAL_QUANTILES = (0.1, 0.9)
+UNSEEN = ("pair", "gpu", "llm")
+"""What a prediction has not seen: only the pair, the GPU, or the LLM (the widest wins)."""
+
+
+def _architecture_code(name: str) -> float:
+    return float(ARCHITECTURES.index(name)) if name in ARCHITECTURES else math.nan
+
+
+def gpu_row(spec: DeviceSpec) -> dict[str, float]:
+    return {"bandwidth_gb_s": spec.bandwidth_gb_s, "fp16_tflops": spec.fp16_tflops,
+            "memory_gb": spec.memory_gb, "tdp_w": spec.tdp_w, "idle_w": spec.idle_w,
+            "year": float(spec.year), "architecture": _architecture_code(spec.architecture)}
+
+
+def llm_row(spec: LlmSpec) -> dict[str, float]:
+    return {"params_b": spec.params_b, "active_params_b": spec.active_params_b,
+            "layers": spec.layers, "hidden_size": spec.hidden_size, "heads": spec.heads,
+            "kv_heads": spec.kv_heads, "intermediate_size": spec.intermediate_size,
+            "vocab_size": spec.vocab_size, "dtype_bytes": spec.dtype_bytes,
+            "moe": float(spec.active_params_b < spec.params_b),
+            "kv_mb_per_token": spec.kv_bytes_per_token / 1e6}
+
+
+def measured_targets(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-GPU mean power, ITL and energy per output token of measurement-schema rows.
+
+    Power is the replica's energy over its busy time, per device; ITL is the measured mean
+    inter-token latency where the row has one, else runtime / output tokens.
+    """
+    batch, tp = table["batch"].to_numpy(float), table["tp"].to_numpy(float)
+    runtime = table["runtime_s"].to_numpy(float)
+    n = table["output_tokens"].to_numpy(float)
+    energy = table["energy_j"].to_numpy(float)
+    power = energy * batch / runtime / tp
+    if "mean_power_w" in table.columns:
+        measured_power = table["mean_power_w"].to_numpy(float) / tp
+        power = np.where(np.isfinite(measured_power), measured_power, power)
+    itl = runtime / n
+    if "itl_s" in table.columns:
+        measured_itl = table["itl_s"].to_numpy(float)
+        itl = np.where(np.isfinite(measured_itl), measured_itl, itl)
+    return pd.DataFrame({"power_w": power, "itl_s": itl, "energy_per_token_j": energy / n},
+                        index=table.index)
+
+
+def training_rows(mlenergy_root: str | Path) -> pd.DataFrame:
+    """ML.ENERGY v1 (HF, batch 1) and v2 (vLLM, batch and TP sweeps) as predictor rows.
+
+    Model and GPU names map to catalog entries through the catalog's aliases (every ML.ENERGY
+    id is an alias of one entry); rows of models outside the catalog are left out. Each row
+    records its stack, the stack's version and how the source defined ITL.
+    """
+    from energy_models.mlenergy import measurements_v1, measurements_v2
+
+    parts = []
+    for measured in (measurements_v1(mlenergy_root), measurements_v2(mlenergy_root)):
+        table = measured.table
+        parts.append(pd.concat([
+            table.loc[:, ["llm", "device", "engine", "batch", "tp", "input_tokens",
+                          "output_tokens", "config", "source"]],
+            measured_targets(table.assign(itl_s=table["itl_s"]
+                                          if "itl_s" in table.columns else np.nan)),
+        ], axis=1))
+    rows = pd.concat(parts, ignore_index=True)
+    rows["engine_version"] = rows["engine"].map(lambda e: STACKS[e]["version"])
+    rows["itl_definition"] = rows["engine"].map(lambda e: STACKS[e]["itl_definition"])
+    return rows
+
+
+def fit_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Predictor rows in the analytical fit's columns (``mlenergy.FIT_COLUMNS``)."""
+    return pd.DataFrame({
+        "engine": rows["engine"], "llm": rows["llm"], "device": rows["device"],
+        "input_tokens": rows["input_tokens"], "output_tokens": rows["output_tokens"],
+        "batch": rows["batch"], "tp": rows["tp"],
+        "energy_j": rows["energy_per_token_j"] * rows["output_tokens"],
+        "time_per_token_s": rows["itl_s"], "task": rows["config"].str.split(".").str[0],
+        "source": rows["source"],
+    })
+
+
+def fit_constants(rows: pd.DataFrame) -> dict[str, EngineConstants]:
+    """The analytical model's constants per stack, fitted on these rows only."""
+    from energy_models.fit_analytical import fit_engine
+
+    return {engine: fit_engine(fit_table(group)).constants
+            for engine, group in rows.groupby("engine", sort=True)}
+
+
+def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstants],
+                       extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
+    """The analytical model's power per GPU, ITL (TPOT form) and energy per token."""
+    parts = []
+    for engine, rows in work.groupby("engine", sort=True):
+        if engine not in constants:
+            raise CalibrationError(f"no fitted stack {engine!r}; known: {sorted(constants)}")
+        costs = analytical_costs(rows, constants[engine], extra_llms)
+        n = rows["output_tokens"].to_numpy(float)
+        parts.append(pd.DataFrame({
+            "power_w": costs["power_w"].to_numpy(float) / rows["tp"].to_numpy(float),
+            "itl_s": costs["replica_s"].to_numpy(float) * rows["batch"].to_numpy(float) / n,
+            "energy_per_token_j": costs["energy_j"].to_numpy(float) / n,
+        }, index=rows.index))
+    return pd.concat(parts).loc[work.index]
+
+
+def _specs(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec]) -> tuple[pd.DataFrame,
+                                                                          pd.DataFrame]:
+    llm = {name: llm_row(extra_llms.get(name) or get_llm(name)) for name in work["llm"].unique()}
+    gpu = {name: gpu_row(get_device(name)) for name in work["device"].unique()}
+    llm_table = pd.DataFrame([llm[name] for name in work["llm"]], index=work.index)
+    gpu_table = pd.DataFrame([gpu[name] for name in work["device"]], index=work.index)
+    return llm_table, gpu_table
+
+
+def features(work: pd.DataFrame, analytical: pd.DataFrame,
+             extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
+    """The model's inputs (FEATURES) per row of work, from the catalogs and the analytical
+    model's predictions for the same rows."""
+    llm, gpu = _specs(work, extra_llms or {})
+    batch, tp = work["batch"].to_numpy(float), work["tp"].to_numpy(float)
+    context = work["input_tokens"].to_numpy(float) + work["output_tokens"].to_numpy(float) / 2
+    bandwidth = gpu["bandwidth_gb_s"].to_numpy() * 1e9
+    weight_bytes = np.minimum(llm["params_b"], llm["active_params_b"] * batch) * 1e9 * llm[
+        "dtype_bytes"]
+    kv_bytes = batch * context * llm["kv_mb_per_token"].to_numpy() * 1e6
+    t_mem = (weight_bytes.to_numpy() + kv_bytes) / (tp * bandwidth)
+    t_comp = 2 * llm["active_params_b"].to_numpy() * 1e9 * batch / (
+        tp * gpu["fp16_tflops"].to_numpy() * 1e12)
+    table = pd.concat([gpu, llm], axis=1).assign(
+        batch=batch, tp=tp, input_tokens=work["input_tokens"].to_numpy(float),
+        output_tokens=work["output_tokens"].to_numpy(float),
+        engine=work["engine"].map(lambda e: float(sorted(STACKS).index(e))).to_numpy(),
+        t_mem_step_s=t_mem, t_comp_step_s=t_comp,
+        compute_share=t_comp / np.maximum(t_mem, t_comp),
+        analytical_power_frac=analytical["power_w"].to_numpy() / gpu["tdp_w"].to_numpy(),
+        analytical_log_itl=np.log(analytical["itl_s"].to_numpy()),
+        analytical_log_jpt=np.log(analytical["energy_per_token_j"].to_numpy()),
+    )
+    return table.loc[:, list(FEATURES)]
+
+
+def load_rho(batch: np.ndarray) -> np.ndarray:
+    """The load-scaled TDP baseline's rho: offline / large batch 0.9, and a GPU serving fewer
+    sequences back to back counts as high-rate serving, 0.6. (Low-rate serving, 0.2, is a GPU
+    waiting for requests between them; no predicted or measured row here has that.)"""
+    return np.where(batch >= OFFLINE_BATCH, RHO_OFFLINE, RHO_HIGH_RATE)
+
+
+def baselines(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec] | None = None,
+              rho: np.ndarray | None = None) -> pd.DataFrame:
+    """WattGPU's physical baselines per row.
+
+    ``tdp_power_w`` = rho * TDP per GPU. ``roofline_itl_s`` = 2 * params_B / bandwidth_GB/s
+    per request, with the weights split over ``tp`` devices; ``roofline_kv_itl_s`` adds the
+    KV cache the batch reads per step. The system's time per generated token is either ITL
+    / batch (WattGPU's offline form); energy per token = power x devices x that time.
+    """
+    llm, gpu = _specs(work, extra_llms or {})
+    batch, tp = work["batch"].to_numpy(float), work["tp"].to_numpy(float)
+    rho = load_rho(batch) if rho is None else rho
+    power = rho * gpu["tdp_w"].to_numpy()
+    bandwidth = gpu["bandwidth_gb_s"].to_numpy()
+    itl = 2.0 * llm["params_b"].to_numpy() / (tp * bandwidth)
+    context = work["input_tokens"].to_numpy(float) + work["output_tokens"].to_numpy(float) / 2
+    kv_gb = batch * context * llm["kv_mb_per_token"].to_numpy() / 1e3
+    itl_kv = itl + kv_gb / (tp * bandwidth)
+    return pd.DataFrame({
+        "tdp_power_w": power, "roofline_itl_s": itl, "roofline_kv_itl_s": itl_kv,
+        "roofline_system_s_per_token": itl / batch,
+        "roofline_energy_per_token_j": power * tp * itl / batch,
+        "roofline_kv_energy_per_token_j": power * tp * itl_kv / batch,
+    }, index=work.index)
+
+
+@dataclass(frozen=True)
+class Trees:
+    """A fitted HistGradientBoostingRegressor as plain arrays: its baseline plus one value per
+    leaf of every tree. Splits send ``x <= threshold`` left and NaN where they learned to."""
+
+    baseline: float
+    feature: tuple[np.ndarray, ...]
+    threshold: tuple[np.ndarray, ...]
+    missing_left: tuple[np.ndarray, ...]
+    left: tuple[np.ndarray, ...]
+    right: tuple[np.ndarray, ...]
+    leaf: tuple[np.ndarray, ...]
+    value: tuple[np.ndarray, ...]
+
+    @classmethod
+    def from_sklearn(cls, model) -> Trees:
+        # scikit-learn keeps the fitted trees in `_predictors` (one list per iteration); their
+        # node table has been stable since 0.21, and the tests check the copy predicts alike.
+        nodes = [iteration[0].nodes for iteration in model._predictors]
+        return cls(
+            baseline=float(np.ravel(model._baseline_prediction)[0]),
+            feature=tuple(n["feature_idx"].astype(np.int32) for n in nodes),
+            threshold=tuple(n["num_threshold"].astype(float) for n in nodes),
+            missing_left=tuple(n["missing_go_to_left"].astype(bool) for n in nodes),
+            left=tuple(n["left"].astype(np.int32) for n in nodes),
+            right=tuple(n["right"].astype(np.int32) for n in nodes),
+            leaf=tuple(n["is_leaf"].astype(bool) for n in nodes),
+            value=tuple(n["value"].astype(float) for n in nodes),
+        )
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        total = np.full(len(x), self.baseline)
+        rows = np.arange(len(x))
+        for feature, threshold, missing_left, left, right, leaf, value in zip(
+                self.feature, self.threshold, self.missing_left, self.left, self.right,
+                self.leaf, self.value, strict=True):
+            node = np.zeros(len(x), dtype=np.int32)
+            while not leaf[node].all():
+                inner = ~leaf[node]
+                at = node[inner]
+                seen = x[rows[inner], feature[at]]
+                go_left = np.where(np.isnan(seen), missing_left[at], seen <= threshold[at])
+                node[inner] = np.where(go_left, left[at], right[at])
+            total += value[node]
+        return total
+
+    def to_dict(self) -> dict:
+        """Each tree as a node list: ``[feature, threshold, left, right, nan_goes_left]`` for a
+        split, ``[value]`` for a leaf; 8 significant digits keep the file small."""
+        trees = []
+        for i in range(len(self.feature)):
+            nodes = []
+            for j in range(len(self.leaf[i])):
+                if self.leaf[i][j]:
+                    nodes.append([float(f"{self.value[i][j]:.8g}")])
+                else:
+                    nodes.append([int(self.feature[i][j]), float(f"{self.threshold[i][j]:.8g}"),
+                                  int(self.left[i][j]), int(self.right[i][j]),
+                                  int(self.missing_left[i][j])])
+            trees.append(nodes)
+        return {"baseline": float(f"{self.baseline:.12g}"), "trees": trees}
+
+    @classmethod
+    def from_dict(cls, body: Mapping) -> Trees:
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in (
+            "feature", "threshold", "left", "right", "missing_left", "leaf", "value")}
+        for nodes in body["trees"]:
+            leaf = np.array([len(node) == 1 for node in nodes])
+            split = [node if len(node) == 5 else [0, 0.0, 0, 0, 0] for node in nodes]
+            columns["leaf"].append(leaf)
+            columns["value"].append(np.array([node[0] if len(node) == 1 else 0.0
+                                              for node in nodes], dtype=float))
+            for k, name in enumerate(("feature", "threshold", "left", "right", "missing_left")):
+                dtype = {"threshold": float, "missing_left": bool}.get(name, np.int32)
+                columns[name].append(np.array([node[k] for node in split], dtype=dtype))
+        return cls(baseline=float(body["baseline"]),
+                   **{name: tuple(arrays) for name, arrays in columns.items()})
+
+
+def fit_trees(x: pd.DataFrame, y: np.ndarray, seed: int = 0) -> Trees:
+    """Gradient-boosted trees with settings fixed in advance (not tuned on held-out data)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    model = HistGradientBoostingRegressor(
+        max_iter=300, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=10,
+        l2_regularization=1.0, early_stopping=False, random_state=seed,
+    )
+    return Trees.from_sklearn(model.fit(x.to_numpy(float), y))
+
+
+FORMS = ("correction", "raw")
+"""``correction``: log(measured / analytical). ``raw``: power / TDP, log ITL, log J/token."""
+
+
+def _encode(target: str, form: str, values: np.ndarray, analytical: np.ndarray,
+            tdp_w: np.ndarray) -> np.ndarray:
+    if form == "correction":
+        return np.log(values / analytical)
+    if target == "power_w":
+        return values / tdp_w
+    return np.log(values)
+
+
+def _decode(target: str, form: str, learned: np.ndarray, analytical: np.ndarray,
+            tdp_w: np.ndarray) -> np.ndarray:
+    if form == "correction":
+        return analytical * np.exp(learned)
+    if target == "power_w":
+        return learned * tdp_w
+    return np.exp(learned)
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """Analytical constants per stack and, per target, trees in one form, fitted together."""
+
+    constants: dict[str, EngineConstants]
+    forms: dict[str, str]
+    feature_names: tuple[str, ...]
+    """Which of FEATURES the trees split on."""
+    trees: dict[str, Trees]
+    seen_gpus: tuple[str, ...]
+    seen_llms: tuple[str, ...]
+    intervals: dict[str, dict[str, tuple[float, float]]]
+    """Per kind of unseen (UNSEEN) and target: quantiles of log(measured / predicted)."""
+    provenance: dict
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        return tuple(sorted(self.constants))
+
+    @classmethod
+    def fit(cls, rows: pd.DataFrame, forms: Mapping[str, str] | None = None,
+            intervals: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+            provenance: Mapping | None = None, feature_names: tuple[str, ...] = FEATURES,
+            constants: Mapping[str, EngineConstants] | None = None,
+            seed: int = 0) -> Predictor:
+        """Fit on predictor rows (``training_rows`` columns): the analytical constants (unless
+        given, fitted on the same rows), then the trees."""
+        forms = dict(forms or dict.fromkeys(TARGETS, "correction"))
+        constants = dict(constants or fit_constants(rows))
+        analytical = analytical_targets(rows, constants)
+        table = features(rows, analytical)
+        tdp = table["tdp_w"].to_numpy()
+        x = table.loc[:, list(feature_names)]
+        trees = {target: fit_trees(x, _encode(target, forms[target], rows[target].to_numpy(float),
+                                              analytical[target].to_numpy(float), tdp), seed)
+                 for target in TARGETS}
+        return cls(constants, forms, tuple(feature_names), trees,
+                   tuple(sorted(rows["device"].unique())),
+                   tuple(sorted(rows["llm"].unique())),
+                   {k: dict(v) for k, v in (intervals or {}).items()}, dict(provenance or {}))
+
+    def predict(self, work: pd.DataFrame,
+                extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
+        """TARGETS for each row of work (WORK_COLUMNS and ``engine``), with ``<target>_low``
+        and ``<target>_high`` where the predictor carries intervals, and ``unseen``."""
+        missing = [c for c in (*WORK_COLUMNS, "engine") if c not in work.columns]
+        if missing:
+            raise CalibrationError(f"work table lacks column {missing[0]!r}")
+        unknown = sorted(set(work["engine"]) - set(self.constants))
+        if unknown:
+            raise CalibrationError(f"no fitted stack {unknown[0]!r}; known: "
+                                   f"{', '.join(self.stacks)} (calibrate one of them with "
+                                   f"measurements of yours)")
+        analytical = analytical_targets(work, self.constants, extra_llms)
+        table = features(work, analytical, extra_llms)
+        tdp = table["tdp_w"].to_numpy()
+        x = table.loc[:, list(self.feature_names)]
+        out = pd.DataFrame(index=work.index)
+        for target in TARGETS:
+            out[target] = _decode(target, self.forms[target],
+                                  self.trees[target].predict(x.to_numpy(float)),
+                                  analytical[target].to_numpy(float), tdp)
+        out["unseen"] = self.unseen(work)
+        for target in TARGETS:
+            if not self.intervals:
+                break
+            low = out["unseen"].map(lambda kind, t=target: self.intervals[kind][t][0])
+            high = out["unseen"].map(lambda kind, t=target: self.intervals[kind][t][1])
+            out[f"{target}_low"] = out[target] * np.exp(low)
+            out[f"{target}_high"] = out[target] * np.exp(high)
+        return out
+
+    def unseen(self, work: pd.DataFrame) -> pd.Series:
+        """``gpu`` where the GPU was not in the training data, else ``llm`` where the LLM was
+        not, else ``pair``."""
+        gpu_seen = work["device"].isin(self.seen_gpus)
+        llm_seen = work["llm"].isin(self.seen_llms)
+        return pd.Series(np.where(~gpu_seen, "gpu", np.where(~llm_seen, "llm", "pair")),
+                         index=work.index)
+
+    def to_json(self) -> str:
+        body = {
+            "constants": {k: asdict(v) for k, v in sorted(self.constants.items())},
+            "forms": self.forms, "features": list(self.feature_names),
+            "seen_gpus": list(self.seen_gpus), "seen_llms": list(self.seen_llms),
+            "intervals": {kind: {t: [round(lo, 6), round(hi, 6)] for t, (lo, hi) in v.items()}
+                          for kind, v in sorted(self.intervals.items())},
+            "provenance": self.provenance,
+            "trees": {t: self.trees[t].to_dict() for t in TARGETS},
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n"
+
+    def to_gzip(self) -> bytes:
+        """``to_json`` compressed, byte-stable (no timestamp in the header)."""
+        return gzip.compress(self.to_json().encode(), compresslevel=9, mtime=0)
+
+    @classmethod
+    def from_json(cls, text: str, origin: str = "predictor file") -> Predictor:
+        try:
+            body = json.loads(text)
+            if not set(body["features"]) <= set(FEATURES):
+                raise ModelFileError(f"{origin}: fitted on other features; refit it with "
+                                     f"benchmarks/predictor_accuracy.py --write")
+            return cls(
+                constants={k: EngineConstants(**v) for k, v in body["constants"].items()},
+                forms=dict(body["forms"]), feature_names=tuple(body["features"]),
+                trees={t: Trees.from_dict(body["trees"][t]) for t in TARGETS},
+                seen_gpus=tuple(body["seen_gpus"]), seen_llms=tuple(body["seen_llms"]),
+                intervals={kind: {t: (float(lo), float(hi)) for t, (lo, hi) in v.items()}
+                           for kind, v in body["intervals"].items()},
+                provenance=body["provenance"],
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ModelFileError):
+                raise
+            raise ModelFileError(f"{origin}: not a predictor file ({exc})") from None
+
+
+PREDICTOR_FILE = "predictor.json.gz"
+
+
+@cache
+def shipped_predictor() -> Predictor:
+    """The predictor fitted on ML.ENERGY v1 and v2, as shipped with the package."""
+    packed = resources.files("energy_models").joinpath("data", PREDICTOR_FILE).read_bytes()
+    return Predictor.from_json(gzip.decompress(packed).decode(),
+                               f"energy_models/data/{PREDICTOR_FILE}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Factors that rescale one stack's predictions to measurements of the user's own stack."""
+
+    stack: str
+    factors: dict[str, float]
+    points: int
+    device: str
+
+    @classmethod
+    def fit(cls, predictor: Predictor, measured: pd.DataFrame, stack: str) -> Calibration:
+        """Per target, the geometric median of measured / predicted over the rows (measurement
+        schema) — robust to one odd point among a handful."""
+        if measured.empty:
+            raise CalibrationError("no calibration rows")
+        devices = sorted(measured["device"].unique())
+        work = measured.loc[:, list(WORK_COLUMNS)].assign(engine=stack)
+        predicted = predictor.predict(work)
+        truth = measured_targets(measured)
+        factors = {t: float(np.exp(np.median(np.log(truth[t] / predicted[t])))) for t in TARGETS}
+        return cls(stack, factors, len(measured), ", ".join(devices))
+
+    def apply(self, predicted: pd.DataFrame) -> pd.DataFrame:
+        out = predicted.copy()
+        for target, factor in self.factors.items():
+            for column in (target, f"{target}_low", f"{target}_high"):
+                if column in out.columns:
+                    out[column] = out[column] * factor
+        return out
