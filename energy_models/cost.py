@@ -207,8 +207,10 @@ class PredictedSource:
         return (kinds == "gpu").to_numpy()
 
     def costs(self, work: pd.DataFrame) -> pd.DataFrame:
-        base = analytical_costs(work, self.predictor.constants[self.engine])
-        predicted = self.predictor.predict(work.assign(engine=self.engine))
+        # The predictor learned uncapped devices; the cap is applied once, below.
+        free = work.drop(columns="power_cap_w", errors="ignore")
+        base = analytical_costs(free, self.predictor.constants[self.engine])
+        predicted = self.predictor.predict(free.assign(engine=self.engine))
         if self.calibration is not None:
             predicted = self.calibration.apply(predicted)
         n = work["output_tokens"].to_numpy(float)

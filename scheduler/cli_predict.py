@@ -210,6 +210,8 @@ def rank_table(predictor: Predictor, spec: LlmSpec, extra: dict[str, LlmSpec], *
         candidates += [{"llm": spec.name, "device": device.name, "tp": tp, "batch": batch,
                         "input_tokens": input_tokens, "output_tokens": output_tokens,
                         "engine": engine} for tp, batch in fitting]
+    if not candidates:
+        return pd.DataFrame(columns=["rank", "device", *TARGETS]), unranked
     work = pd.DataFrame(candidates)
     predicted = predictor.predict(work, extra)
     if calibration is not None:
@@ -224,6 +226,9 @@ def rank_table(predictor: Predictor, spec: LlmSpec, extra: dict[str, LlmSpec], *
                                                       f"{group['itl_s'].min() * 1e3:.1f} ms)"})
             continue
         best.append(meets.sort_values(["energy_per_token_j", "tp", "batch"]).iloc[0])
+    if not best:
+        return pd.DataFrame(columns=["rank", *scored.columns]), sorted(
+            unranked, key=lambda entry: entry["gpu"])
     ranked = pd.DataFrame(best).sort_values(["energy_per_token_j", "device"]).reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1))
     return ranked, sorted(unranked, key=lambda entry: entry["gpu"])

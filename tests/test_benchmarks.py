@@ -72,3 +72,21 @@ def test_gpu_calibration_benchmark_reports_on_tables(tmp_path, capsys):
     assert "total rows: 144" in out
     assert "2.00% (target <= 5%: met)" in out
     assert "sweetspot" in out
+
+
+def test_predictor_accuracy_benchmark(shared_data, tmp_path, capsys):
+    from threadpoolctl import threadpool_limits
+
+    main = _main("predictor_accuracy.py")
+    # One OpenMP thread: the trees are small, and spinning threads slow to a crawl on a busy
+    # two-core machine.
+    with threadpool_limits(1):
+        assert main(["--data", str(shared_data), "--splits", "gpu", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "533 rows" in out
+    assert "leave one GPU out" in out
+    assert "the issue's targets" in out
+    assert "few-shot calibration" in out
+    assert "calibration lowered the error in" in out
+    assert main(["--data", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
