@@ -75,7 +75,8 @@ def fit_engine(table: pd.DataFrame) -> FitResult:
 
 
 def mdape(predicted: np.ndarray, measured: np.ndarray) -> float:
-    """Median absolute percentage error, in percent."""
+    """Median absolute percentage error, in percent (arrays or equally indexed Series)."""
+    predicted, measured = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
     return float(np.median(np.abs(predicted - measured) / measured) * 100.0)
 
 

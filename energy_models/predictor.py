@@ -125,8 +125,7 @@ def training_rows(mlenergy_root: str | Path) -> pd.DataFrame:
         parts.append(pd.concat([
             table.loc[:, ["llm", "device", "engine", "batch", "tp", "input_tokens",
                           "output_tokens", "config", "source"]],
-            measured_targets(table.assign(itl_s=table["itl_s"]
-                                          if "itl_s" in table.columns else np.nan)),
+            measured_targets(table),
         ], axis=1))
     rows = pd.concat(parts, ignore_index=True)
     rows["engine_version"] = rows["engine"].map(lambda e: STACKS[e]["version"])

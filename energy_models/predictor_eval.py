@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, pearsonr
 
+from energy_models.fit_analytical import mdape
 from energy_models.predictor import (
     FORMS,
     INTERVAL_QUANTILES,
@@ -74,11 +75,6 @@ def out_of_fold(rows: pd.DataFrame, split: str,
         for target in TARGETS:
             out.loc[test, f"{target}:analytical"] = analytical[target].to_numpy()
     return out
-
-
-def mdape(predicted: np.ndarray, measured: np.ndarray) -> float:
-    """Median absolute percentage error, in percent."""
-    return float(np.median(np.abs(np.asarray(predicted) / np.asarray(measured) - 1.0)) * 100.0)
 
 
 def mean_kendall(rows: pd.DataFrame, predicted: np.ndarray, target: str, ranked: str
