@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from energy_models.analytical import constants_to_json, shipped_constants
-from energy_models.fit_analytical import fit_shipped
+from energy_models.fit_analytical import fit_shipped, stale_constants
 from energy_models.io import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         write_atomic(target, text)
         print(f"wrote {target}")
-    elif target.exists() and shipped_constants() != constants:
-        print("note: shipped constants differ from this fit; rerun with --write to refresh")
+    elif stale := stale_constants(shipped_constants(), constants):
+        print(f"note: shipped constants differ from this fit ({', '.join(stale)}); rerun with "
+              f"--write to refresh")
     return 0
 
 

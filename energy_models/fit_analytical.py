@@ -6,7 +6,8 @@ row weighs by its relative error; bounds keep each constant physical.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -72,6 +73,33 @@ def fit_engine(table: pd.DataFrame) -> FitResult:
         energy_mdape=mdape(energy, table["energy_j"].to_numpy(float)),
         time_mdape=mdape(time, table["time_per_token_s"].to_numpy(float)),
     )
+
+
+CONSTANT_RTOL = 1e-4
+"""How far a refit constant may sit from the shipped one before the shipped file is stale.
+
+Constants are shipped at six significant digits (5e-6 relative), and least_squares stops on
+relative steps of 1e-8, so library releases move a refit by a few 1e-6 (bw_eff 0.829674 vs
+0.82967 seen); 1e-4 is twenty times that and still far below any change that shows in an
+error table (a 1e-4 change in a constant moves predictions by at most about 1e-4).
+"""
+
+
+def stale_constants(
+    shipped: dict[str, EngineConstants],
+    fitted: dict[str, EngineConstants],
+    rtol: float = CONSTANT_RTOL,
+) -> list[str]:
+    """``engine.name`` of each constant that differs beyond ``rtol``, or whose engine is new."""
+    stale = []
+    for engine, constants in sorted(fitted.items()):
+        if engine not in shipped:
+            stale.append(engine)
+            continue
+        for name, value in sorted(asdict(constants).items()):
+            if not math.isclose(getattr(shipped[engine], name), value, rel_tol=rtol):
+                stale.append(f"{engine}.{name}")
+    return stale
 
 
 def mdape(predicted: np.ndarray, measured: np.ndarray) -> float:

@@ -17,7 +17,13 @@ from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
 from energy_models.io import write_atomic
 from scheduler.cli_measure import measure, meters
 from scheduler.cli_predict import predict, rank_gpus
-from scheduler.console import err, user_errors, warnings_to_stderr, wide_console
+from scheduler.console import (
+    err,
+    results_only_on_stdout,
+    user_errors,
+    warnings_to_stderr,
+    wide_console,
+)
 from scheduler.errors import InputError
 from scheduler.inventory import load_fleet
 from scheduler.pipeline import run_plan
@@ -61,7 +67,7 @@ def plan(
 
             def progress(message: str) -> None:
                 status.update(message)
-                err.log(message, highlight=False)
+                err.print(message, highlight=False)
 
             outcome = run_plan(fleet_spec, work, models=fitted, solver=solver,
                                time_limit_s=time_limit, baselines=baselines, progress=progress)
@@ -303,4 +309,5 @@ app.command("rank-gpus")(rank_gpus)
 
 
 def main() -> None:
+    results_only_on_stdout()
     app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -52,6 +53,20 @@ def warnings_to_stderr() -> Iterator[None]:
                 else:
                     warnings.warn_explicit(warning.message, warning.category, warning.filename,
                                            warning.lineno)
+
+
+def results_only_on_stdout() -> None:
+    """Keep file descriptor 1 for results: whatever else writes to it goes to stderr.
+
+    Native libraries (HiGHS prints a banner from C on every solve) write to fd 1 directly,
+    below Python's ``sys.stdout``; so results get a private duplicate of fd 1 and fd 1 itself
+    is pointed at stderr for the rest of the process.
+    """
+    sys.stdout.flush()
+    results_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = open(results_fd, "w", encoding=sys.stdout.encoding or "utf-8",  # noqa: SIM115
+                      errors=sys.stdout.errors or "strict", closefd=True)
 
 
 def wide_console() -> Console:

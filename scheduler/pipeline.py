@@ -68,8 +68,8 @@ def run_plan(
     plan = make_plan("optimised", built, solution, workload.requests, chain, fleet)
     others: dict[str, Plan | str] = {}
     if baselines:
-        for name in BASELINES:
-            progress(f"baseline {name}")
+        for number, name in enumerate(BASELINES, start=1):
+            progress(f"baseline {number}/{len(BASELINES)}: {name}")
             try:
                 others[name] = make_plan(name, built, run_baseline(name, problem),
                                          workload.requests, chain, fleet)

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -7,7 +8,13 @@ import pytest
 from energy_models.analytical import analytical_costs, shipped_constants
 from energy_models.cost import AnalyticalSource, CostChain, default_chain
 from energy_models.errors import CalibrationError, UnknownNameError
-from energy_models.fit_analytical import fit_engine, fit_shipped, mdape
+from energy_models.fit_analytical import (
+    CONSTANT_RTOL,
+    fit_engine,
+    fit_shipped,
+    mdape,
+    stale_constants,
+)
 from energy_models.mlenergy import load_v2
 
 VLLM = shipped_constants()["vllm"]
@@ -101,8 +108,7 @@ def test_fit_recovers_constants_from_synthetic_measurements():
 
 def test_shipped_constants_are_the_fit_of_the_shared_data(shared_data):
     constants, provenance, errors = fit_shipped(str(shared_data / "mlenergy-leaderboard-v1v2"))
-    for engine, fitted in constants.items():
-        assert shipped_constants()[engine] == fitted
+    assert stale_constants(shipped_constants(), constants) == []
     assert provenance["fits"]["vllm"]["rows"] > 250
     assert set(errors.device) >= {"A100-40GB", "H100-SXM", "V100", "A40"}
 
@@ -112,3 +118,13 @@ def test_v2_loader_maps_every_model(shared_data):
     assert skipped == []
     assert set(table.device) == {"A100-40GB", "H100-SXM"}
     assert mdape(np.array([1.1, 0.9]), np.array([1.0, 1.0])) == pytest.approx(10.0)
+
+
+def test_constants_stale_beyond_the_tolerance_are_named():
+    shipped = shipped_constants()
+    vllm = shipped["vllm"]
+    nudged = replace(vllm, bw_eff=vllm.bw_eff * (1 + CONSTANT_RTOL / 2))
+    assert stale_constants(shipped, {**shipped, "vllm": nudged}) == []
+    moved = replace(vllm, bw_eff=vllm.bw_eff * (1 + 3 * CONSTANT_RTOL))
+    assert stale_constants(shipped, {**shipped, "vllm": moved}) == ["vllm.bw_eff"]
+    assert stale_constants({"vllm": vllm}, shipped) == ["cpu", "hf"]

@@ -1,0 +1,5 @@
+"""``python -m scheduler`` runs the ``wattsched`` command."""
+
+from scheduler.cli import main
+
+main()
