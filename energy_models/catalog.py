@@ -154,3 +154,16 @@ def get_device(name: str) -> DeviceSpec:
 
 def get_llm(name: str) -> LlmSpec:
     return llms().get(name)
+
+
+def catalog_rows(kind: Literal["gpus", "cpus", "llms"]) -> list[dict[str, Any]]:
+    """One flat record per catalogued GPU, CPU or LLM, with the numbers people compare."""
+    if kind == "llms":
+        return [{"name": m.name, "params_b": m.params_b, "active_params_b": m.active_params_b,
+                 "layers": m.layers, "kv_heads": m.kv_heads, "max_context": m.max_context,
+                 "quality": m.quality, "quality_source": m.quality_source} for m in llms()]
+    wanted = "gpu" if kind == "gpus" else "cpu"
+    return [{"name": d.name, "memory_gb": d.memory_gb, "bandwidth_gb_s": d.bandwidth_gb_s,
+             "fp16_tflops": d.fp16_tflops, "tdp_w": d.tdp_w, "idle_w": d.idle_w,
+             "architecture": d.architecture, "year": d.year}
+            for d in devices() if d.kind == wanted]

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from energy_models.catalog import devices, llms
 from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
 from energy_models.io import write_atomic
 from scheduler.cli_measure import measure, meters
@@ -28,6 +27,7 @@ from scheduler.errors import InputError
 from scheduler.inventory import load_fleet
 from scheduler.pipeline import run_plan
 from scheduler.report import plan_document, render_tables, to_json, to_yaml
+from solvers import MILP_SOLVERS
 from workloads.spec import load_workload
 
 app = typer.Typer(
@@ -35,6 +35,24 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+SolverName = Enum("SolverName", {name: name for name in MILP_SOLVERS}, type=str)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        print(f"wattsched {version('wattsched')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,  # noqa: E501
+) -> None:
+    """Plan energy-optimal LLM inference on heterogeneous GPU/CPU fleets."""
 
 
 class Format(str, Enum):
@@ -53,7 +71,7 @@ def plan(
     workload: Annotated[Path | None, typer.Option(help="Workload YAML (default: bundled seeded chat and code traffic).")] = None,  # noqa: E501
     out: Annotated[Path | None, typer.Option(help="Also write the plan here, atomically (JSON, or YAML for .yaml/.yml).")] = None,  # noqa: E501
     fmt: Annotated[Format, typer.Option("--format", help="What to print on stdout.")] = Format.table,  # noqa: E501
-    solver: Annotated[str, typer.Option(help="MILP backend: highs (default) or cbc.")] = "highs",
+    solver: Annotated[SolverName, typer.Option(help="MILP backend.")] = SolverName.highs,
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds; the best plan found is kept with its gap.")] = 30.0,  # noqa: E501
     baselines: Annotated[bool, typer.Option(help="Compare with the rules operators use today.")] = True,  # noqa: E501
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
@@ -69,7 +87,7 @@ def plan(
                 status.update(message)
                 err.print(message, highlight=False)
 
-            outcome = run_plan(fleet_spec, work, models=fitted, solver=solver,
+            outcome = run_plan(fleet_spec, work, models=fitted, solver=solver.value,
                                time_limit_s=time_limit, baselines=baselines, progress=progress)
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources())
@@ -274,32 +292,29 @@ class CatalogKind(str, Enum):
     llms = "llms"
 
 
+class CatalogFormat(str, Enum):
+    table = "table"
+    tsv = "tsv"
+    csv = "csv"
+    json = "json"
+
+
 @app.command()
 def catalog(
     kind: Annotated[CatalogKind, typer.Argument(help="Which catalog to list.")],
+    fmt: Annotated[CatalogFormat | None, typer.Option("--format", help="What to print on stdout (default: table on a terminal, tsv when piped).", show_default=False)] = None,  # noqa: E501
 ) -> None:
     """List the catalogued GPUs, CPUs or LLMs with their key numbers."""
-    from rich.table import Table
+    from energy_models.catalog import catalog_rows
+    from scheduler.report import render_rows, rows_as_text
 
-    table = Table(title=f"{kind.value} catalog")
-    if kind is CatalogKind.llms:
-        for col in ("name", "params B", "active B", "layers", "kv heads", "context", "quality",
-                    "quality source"):
-            table.add_column(col, no_wrap=col == "name")
-        for m in llms():
-            table.add_row(m.name, f"{m.params_b:g}", f"{m.active_params_b:g}", str(m.layers),
-                          str(m.kv_heads), str(m.max_context), f"{m.quality:g}", m.quality_source)
+    rows = catalog_rows(kind.value)
+    if fmt is None:
+        fmt = CatalogFormat.table if sys.stdout.isatty() else CatalogFormat.tsv
+    if fmt is CatalogFormat.table:
+        render_rows(Console(), rows, f"{kind.value} catalog")
     else:
-        wanted = "gpu" if kind is CatalogKind.gpus else "cpu"
-        for col in ("name", "memory GB", "bandwidth GB/s", "FP16 TFLOP/s", "TDP W", "idle W",
-                    "architecture", "year"):
-            table.add_column(col, no_wrap=col == "name")
-        for d in devices():
-            if d.kind == wanted:
-                table.add_row(d.name, f"{d.memory_gb:g}", f"{d.bandwidth_gb_s:g}",
-                              f"{d.fp16_tflops:g}", f"{d.tdp_w:g}", f"{d.idle_w:g}",
-                              d.architecture, str(d.year))
-    Console().print(table)
+        sys.stdout.write(rows_as_text(rows, fmt.value))
 
 
 app.command()(meters)

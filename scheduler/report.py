@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from typing import Any
@@ -20,12 +22,16 @@ def _num(value: float | None, digits: int = 6) -> float | None:
     return float(f"{value:.{digits}g}")
 
 
+ENERGY_DIGITS = 10
+"""Significant digits of energies in documents: plans a few joules apart stay apart."""
+
+
 def plan_summary(plan: Plan) -> dict[str, Any]:
     """The headline numbers every plan has, optimised or baseline."""
     return {
-        "energy_j": _num(plan.energy_j),
-        "active_energy_j": _num(plan.energy_active_j),
-        "idle_energy_j": _num(plan.energy_idle_j),
+        "energy_j": _num(plan.energy_j, ENERGY_DIGITS),
+        "active_energy_j": _num(plan.energy_active_j, ENERGY_DIGITS),
+        "idle_energy_j": _num(plan.energy_idle_j, ENERGY_DIGITS),
         "j_per_request": _num(plan.j_per_request),
         "mean_power_w": _num(plan.mean_power_w),
         "peak_power_w": _num(plan.peak_power_w),
@@ -90,8 +96,14 @@ def to_yaml(doc: dict[str, Any]) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def _fmt_energy(joules: float) -> str:
-    return f"{joules / 3.6e6:,.2f} kWh"
+def kwh_decimals(energies_j: list[float], *, least: int = 2, most: int = 6) -> int:
+    """Decimals of kWh that show every two different energies as different numbers."""
+    distinct = sorted(set(energies_j))
+    for decimals in range(least, most + 1):
+        shown = {f"{e / 3.6e6:.{decimals}f}" for e in distinct}
+        if len(shown) == len(distinct):
+            return decimals
+    return most
 
 
 def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str],
@@ -118,8 +130,12 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
                 "SLO met", "saving"):
         compare.add_column(col, justify="left" if col == "plan" else "right")
 
+    plans = [plan, *(p for p in baselines.values() if not isinstance(p, str))]
+    decimals = kwh_decimals([p.energy_j for p in plans])
+
     def row(name: str, p: Plan, saving: str) -> None:
-        compare.add_row(name, _fmt_energy(p.energy_j), f"{p.energy_idle_j / p.energy_j:.0%}",
+        compare.add_row(name, f"{p.energy_j / 3.6e6:,.{decimals}f} kWh",
+                        f"{p.energy_idle_j / p.energy_j:.0%}",
                         f"{p.j_per_request:,.1f}", f"{p.mean_power_w / 1e3:,.2f} kW",
                         str(p.devices_on), f"{p.slo_attainment:.1%}", saving)
 
@@ -143,4 +159,29 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
         table.add_column("why not fitted" if col == "note" else col, overflow="fold")
     for s in sources:
         table.add_row(*(s[col] for col in columns))
+    console.print(table)
+
+
+def rows_as_text(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Records as ``csv``, ``tsv`` (every cell whole, for pipes and spreadsheets) or ``json``."""
+    if fmt == "json":
+        return json.dumps(rows, indent=1) + "\n"
+    buffer = io.StringIO()
+    columns = list(rows[0]) if rows else []
+    writer = csv.DictWriter(buffer, columns, delimiter="\t" if fmt == "tsv" else ",",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def render_rows(console: Console, rows: list[dict[str, Any]], title: str) -> None:
+    """Records as a rich table for a terminal; numbers right-aligned, names never wrapped."""
+    table = Table(title=title)
+    columns = list(rows[0]) if rows else []
+    for col in columns:
+        numeric = all(isinstance(r[col], (int, float)) for r in rows)
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=col == "name")
+    for r in rows:
+        table.add_row(*(f"{r[c]:g}" if isinstance(r[c], float) else str(r[c]) for c in columns))
     console.print(table)

@@ -24,15 +24,12 @@ from pathlib import Path
 import numpy as np
 import pulp
 
+from solvers import MILP_SOLVERS
 from solvers.errors import SolverError, UnknownNameError
 from solvers.problem import Problem
 
 OBJECTIVE_SCALE_J = 1e3
 """Joules per objective unit inside the model (kJ)."""
-
-SOLVERS = ("highs", "cbc")
-"""Solver names ``solve`` accepts."""
-
 
 @dataclass
 class Model:
@@ -195,8 +192,8 @@ def classify_status(status: int, sol_status: int) -> str:
 
 def resolve_solver(solver: str) -> str:
     """The solver that will actually run: HiGHS when asked for and installed, else CBC."""
-    if solver not in SOLVERS:
-        raise UnknownNameError("solver", solver, list(SOLVERS))
+    if solver not in MILP_SOLVERS:
+        raise UnknownNameError("solver", solver, list(MILP_SOLVERS))
     if solver == "highs" and not pulp.HiGHS().available():
         return "cbc"
     return solver

@@ -112,3 +112,50 @@ def test_catalog_lists(kind, expected):
     result = runner.invoke(app, ["catalog", kind])
     assert result.exit_code == 0
     assert expected in result.stdout
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "csv", "json"])
+def test_catalog_for_pipes_keeps_every_cell_whole(fmt):
+    import csv
+    import io
+
+    from energy_models.catalog import llms
+
+    result = runner.invoke(app, ["catalog", "llms", "--format", fmt])
+    assert result.exit_code == 0
+    if fmt == "json":
+        rows = json.loads(result.stdout)
+    else:
+        rows = list(csv.DictReader(io.StringIO(result.stdout),
+                                   delimiter="\t" if fmt == "tsv" else ","))
+    assert [r["name"] for r in rows] == [m.name for m in llms()]
+    longest = max((m.quality_source for m in llms()), key=len)
+    assert longest in {r["quality_source"] for r in rows}
+
+
+def test_catalog_piped_without_format_is_tsv():
+    result = runner.invoke(app, ["catalog", "gpus"])
+    assert result.stdout.splitlines()[0].split("\t")[:2] == ["name", "memory_gb"]
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"wattsched {version('wattsched')}"
+
+
+def test_solver_is_offered_as_a_choice():
+    result = runner.invoke(app, ["plan", "--help"], env={"COLUMNS": "200"})
+    assert "<highs|cbc>" in result.stdout
+    bad = runner.invoke(app, ["plan", "--solver", "gurobi"])
+    assert bad.exit_code == 2
+
+
+def test_energy_decimals_tell_close_plans_apart():
+    from scheduler.report import kwh_decimals
+
+    assert kwh_decimals([3.6e6, 7.2e6]) == 2
+    assert kwh_decimals([3.6e6, 3.6e6 + 36.0]) == 5
+    assert kwh_decimals([3.6e6, 3.6e6]) == 2
