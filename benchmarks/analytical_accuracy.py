@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from energy_models.analytical import constants_to_json, shipped_constants
-from energy_models.fit_analytical import fit_shipped, stale_constants
+from energy_models.analytical.fit import fit_shipped, stale_constants
+from energy_models.analytical.model import constants_to_json, shipped_constants
 from energy_models.io import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]

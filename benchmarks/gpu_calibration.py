@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from energy_models.fitting import fit_all
-from energy_models.loaders import load_all
+from energy_models.measurements.loaders import load_all
 from energy_models.meters import survey
-from energy_models.profiling import counter_agreement, read_runs
+from energy_models.profiling.harness import counter_agreement, read_runs
+from energy_models.regression.fitting import fit_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SHAPES = ("llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "qwen2.5-14b")

@@ -21,8 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from energy_models.io import write_atomic
-from energy_models.predictor import PREDICTOR_FILE, TARGETS, training_rows
-from energy_models.predictor_eval import (
+from energy_models.predictor.evaluation import (
     SPLITS,
     calibration_effect,
     choose_forms,
@@ -31,6 +30,7 @@ from energy_models.predictor_eval import (
     out_of_fold,
     scores,
 )
+from energy_models.predictor.model import PREDICTOR_FILE, TARGETS, training_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LinearRegression
 
-from energy_models import mlenergy, wilkins
-from energy_models.fitting import X_COLUMNS, fit_target
-from energy_models.measurements import PAIR_KEY
-from energy_models.regression import PaperForm, design, uncentred_r2
+from energy_models.measurements import mlenergy, wilkins
+from energy_models.measurements.schema import PAIR_KEY
+from energy_models.regression.fitting import X_COLUMNS, fit_target
+from energy_models.regression.forms import PaperForm, design, uncentred_r2
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

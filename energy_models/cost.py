@@ -15,16 +15,16 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from energy_models.analytical import (
+from energy_models.analytical.model import (
     WORK_COLUMNS,
     EngineConstants,
     analytical_costs,
     shipped_constants,
 )
-from energy_models.catalog import get_device
+from energy_models.catalog.specs import get_device
 from energy_models.errors import CalibrationError
-from energy_models.fitting import FittedModel, FittedModels
-from energy_models.predictor import Calibration, Predictor, shipped_predictor
+from energy_models.predictor.model import Calibration, Predictor, shipped_predictor
+from energy_models.regression.fitting import FittedModel, FittedModels
 
 COST_COLUMNS = (
     "energy_j",

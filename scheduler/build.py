@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from energy_models.catalog import DeviceSpec, LlmSpec, get_device, get_llm
+from energy_models.catalog.specs import DeviceSpec, LlmSpec, get_device, get_llm
 from energy_models.cost import CostChain
 from scheduler.errors import InputError
 from scheduler.inventory import Fleet

@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
 from energy_models.io import write_atomic
+from energy_models.regression.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
 from scheduler.cli_measure import measure, meters
 from scheduler.cli_predict import predict, rank_gpus
 from scheduler.console import (
@@ -132,8 +132,8 @@ def fit(
 
     Fits below the R² gate are refused and the planner falls back for their pairs."""
     from energy_models.errors import MeasurementError
-    from energy_models.fitting import fit_all
-    from energy_models.loaders import load_all
+    from energy_models.measurements.loaders import load_all
+    from energy_models.regression.fitting import fit_all
 
     with user_errors():
         if not 0 < gate <= 1:
@@ -216,8 +216,8 @@ def sweetspot(
     fmt: Annotated[FitFormat, typer.Option("--format", help="What to print on stdout.")] = FitFormat.table,  # noqa: E501
 ) -> None:
     """The output length with the least energy per output token for one prompt length."""
+    from energy_models.analytical.sweetspot import heat_map, sweet_spot
     from energy_models.cost import default_chain
-    from energy_models.sweetspot import heat_map, sweet_spot
 
     with user_errors(), warnings_to_stderr():
         if not (math.isfinite(input_tokens) and input_tokens > 0 and math.isfinite(batch)
@@ -305,7 +305,7 @@ def catalog(
     fmt: Annotated[CatalogFormat | None, typer.Option("--format", help="What to print on stdout (default: table on a terminal, tsv when piped).", show_default=False)] = None,  # noqa: E501
 ) -> None:
     """List the catalogued GPUs, CPUs or LLMs with their key numbers."""
-    from energy_models.catalog import catalog_rows
+    from energy_models.catalog.specs import catalog_rows
     from scheduler.report import render_rows, rows_as_text
 
     rows = catalog_rows(kind.value)

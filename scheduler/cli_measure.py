@@ -41,7 +41,7 @@ class GridName(str, Enum):
 
 
 def _catalog_name(gpu_name: str) -> str | None:
-    from energy_models.catalog import get_device
+    from energy_models.catalog.specs import get_device
 
     try:
         return get_device(gpu_name).name
@@ -158,9 +158,9 @@ def measure(
     """Measure an LLM shape on this machine's GPU over a grid of token lengths and batches.
 
     Writes rows in the measurement schema, which `wattsched fit` reads."""
-    from energy_models.backends import make_backend
-    from energy_models.catalog import get_device, get_llm
-    from energy_models.profiling import (
+    from energy_models.catalog.specs import get_device, get_llm
+    from energy_models.profiling.backends import make_backend
+    from energy_models.profiling.harness import (
         GRIDS,
         Grid,
         IdlePolicy,

@@ -16,8 +16,8 @@ import typer
 from rich import box
 from rich.table import Table
 
-from energy_models.catalog import LlmSpec, devices, get_device, get_llm
-from energy_models.predictor import (
+from energy_models.catalog.specs import LlmSpec, devices, get_device, get_llm
+from energy_models.predictor.model import (
     INTERVAL_QUANTILES,
     TARGETS,
     Calibration,
@@ -54,7 +54,7 @@ FormatOption = Annotated[PredictFormat, typer.Option("--format", help="What to p
 
 def _llm(llm: str | None, llm_config: Path | None) -> tuple[LlmSpec, dict[str, LlmSpec]]:
     """The LLM's spec and, for a config.json, the extra name the models must know."""
-    from energy_models.hf_config import llm_from_config
+    from energy_models.catalog.hf_config import llm_from_config
 
     if (llm is None) == (llm_config is None):
         raise InputError("command line", "--llm/--llm-config", "give exactly one of them")
@@ -72,7 +72,7 @@ def _check_numbers(**values: float) -> None:
 
 
 def _calibration(path: Path | None, predictor: Predictor, engine: str) -> Calibration | None:
-    from energy_models.measurements import read_table
+    from energy_models.measurements.schema import read_table
 
     if path is None:
         return None

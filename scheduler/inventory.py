@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from energy_models.catalog import get_device, get_llm
+from energy_models.catalog.specs import get_device, get_llm
 from energy_models.errors import UnknownNameError
 from scheduler.errors import InputError
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from energy_models.cost import CostChain, default_chain
-from energy_models.fitting import FittedModels
+from energy_models.regression.fitting import FittedModels
 from scheduler.build import Built, build_problem
 from scheduler.inventory import Fleet
 from scheduler.plan import Plan, make_plan

@@ -23,8 +23,8 @@ def analytical_measurements(llm: str = "llama-3.1-8b", device: str = "H100-SXM",
     import numpy as np
     import pandas as pd
 
-    from energy_models.analytical import analytical_costs, shipped_constants
-    from energy_models.measurements import validate
+    from energy_models.analytical.model import analytical_costs, shipped_constants
+    from energy_models.measurements.schema import validate
 
     m, n, b = np.meshgrid([64, 128, 256, 512, 1024, 2048], [16, 32, 64, 128, 256, 512],
                           list(batches))

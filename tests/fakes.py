@@ -298,7 +298,7 @@ class FakeBackend:
         return "fake 1.0"
 
     def generate(self, input_tokens: int, output_tokens: int, batch: int):
-        from energy_models.profiling import Generation
+        from energy_models.profiling.harness import Generation
 
         if self.fail_on == (input_tokens, output_tokens, batch):
             raise KeyboardInterrupt

@@ -5,17 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_models.analytical import analytical_costs, shipped_constants
-from energy_models.cost import AnalyticalSource, CostChain, default_chain
-from energy_models.errors import CalibrationError, UnknownNameError
-from energy_models.fit_analytical import (
+from energy_models.analytical.fit import (
     CONSTANT_RTOL,
     fit_engine,
     fit_shipped,
     mdape,
     stale_constants,
 )
-from energy_models.mlenergy import load_v2
+from energy_models.analytical.model import analytical_costs, shipped_constants
+from energy_models.cost import AnalyticalSource, CostChain, default_chain
+from energy_models.errors import CalibrationError, UnknownNameError
+from energy_models.measurements.mlenergy import load_v2
 
 VLLM = shipped_constants()["vllm"]
 

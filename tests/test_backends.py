@@ -5,18 +5,18 @@ import dataclasses
 
 import pytest
 
-from energy_models.backends import (
+from energy_models.catalog.specs import get_llm, llms
+from energy_models.errors import MeasurementError, MeterUnavailableError
+from energy_models.measurements.schema import read_table
+from energy_models.meters import EnergyMonitor, nvml
+from energy_models.profiling.backends import (
     hf_config,
     llama_parameters,
     make_backend,
     register,
     tied_embeddings,
 )
-from energy_models.catalog import get_llm, llms
-from energy_models.errors import MeasurementError, MeterUnavailableError
-from energy_models.measurements import read_table
-from energy_models.meters import EnergyMonitor, nvml
-from energy_models.profiling import Grid, IdlePolicy, ProfileSettings, profile
+from energy_models.profiling.harness import Grid, IdlePolicy, ProfileSettings, profile
 from tests.fakes import FakeGpu, FakeNvml
 
 _SHAPE = dataclasses.replace(get_llm("llama-3.2-1b"), layers=2, hidden_size=64, heads=4,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from energy_models.catalog import (
+from energy_models.catalog.specs import (
     Catalog,
     DeviceSpec,
     LlmSpec,

@@ -119,7 +119,7 @@ def test_catalog_for_pipes_keeps_every_cell_whole(fmt):
     import csv
     import io
 
-    from energy_models.catalog import llms
+    from energy_models.catalog.specs import llms
 
     result = runner.invoke(app, ["catalog", "llms", "--format", fmt])
     assert result.exit_code == 0

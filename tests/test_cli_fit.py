@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from energy_models.analytical import analytical_costs, shipped_constants
-from energy_models.fitting import FittedModels
-from energy_models.measurements import MEASUREMENT_COLUMNS, REQUIRED_COLUMNS
+from energy_models.analytical.model import analytical_costs, shipped_constants
+from energy_models.measurements.schema import MEASUREMENT_COLUMNS, REQUIRED_COLUMNS
+from energy_models.regression.fitting import FittedModels
 from scheduler.cli import app
 
 runner = CliRunner()

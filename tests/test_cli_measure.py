@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from energy_models import backends
-from energy_models.measurements import read_table
-from energy_models.profiling import Generation
+from energy_models.measurements.schema import read_table
+from energy_models.profiling import backends
+from energy_models.profiling.harness import Generation
 from scheduler.cli import app
 from tests.fakes import NVML_ERROR_LIBRARY_NOT_FOUND, FakeBackend, FakeGpu, FakeNvml, FakePowercap
 

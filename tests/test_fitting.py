@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_models.analytical import analytical_costs, shipped_constants
+from energy_models.analytical.model import analytical_costs, shipped_constants
+from energy_models.analytical.sweetspot import heat_map, sweet_spot
 from energy_models.cost import AnalyticalSource, CostChain, FittedSource, default_chain
 from energy_models.errors import DomainWarning, ModelFileError
-from energy_models.fitting import FittedModels, fit_all, fit_target
-from energy_models.measurements import Measurements
-from energy_models.sweetspot import heat_map, sweet_spot
+from energy_models.measurements.schema import Measurements
+from energy_models.regression.fitting import FittedModels, fit_all, fit_target
 from tests.conftest import analytical_measurements
 
 
@@ -182,7 +182,7 @@ def test_sweet_spot_of_the_sweetspot_form_matches_its_closed_form():
     table = pd.DataFrame({"llm": "llama-3.1-8b", "device": "H100-SXM", "tp": 1, "batch": 1.0,
                           "input_tokens": m, "output_tokens": n, "energy_j": energy,
                           "runtime_s": energy / 300, "energy_kind": "gross", "source": "t"})
-    from energy_models.measurements import validate
+    from energy_models.measurements.schema import validate
 
     fitted = fit_all(validate(table, "t"))
     energy_model = next(x for x in fitted.models if x.target == "energy_j")

@@ -1,4 +1,4 @@
-"""Tests of energy_models.hf_config: an LlmSpec derived from a Hugging Face config.json.
+"""Tests of energy_models.catalog.hf_config: an LlmSpec derived from a Hugging Face config.json.
 
 The embedded configs carry the public config.json values (the keys that matter) of each
 family. Their computed totals were checked, to the parameter, against ``transformers`` 5.23
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from energy_models.catalog import get_llm, llms
+from energy_models.catalog.hf_config import FAMILIES, QUALITY_SOURCE, llm_from_config
+from energy_models.catalog.specs import get_llm, llms
 from energy_models.errors import ConfigError, EnergyModelError
-from energy_models.hf_config import FAMILIES, QUALITY_SOURCE, llm_from_config
 
 LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "attention_bias": False,
          "mlp_bias": False, "max_position_embeddings": 131072, "vocab_size": 128256,

@@ -6,10 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_models import mlenergy, wilkins
 from energy_models.errors import MeasurementError
-from energy_models.loaders import load_measurements
-from energy_models.measurements import MEASUREMENT_COLUMNS, read_table, to_csv, validate
+from energy_models.measurements import mlenergy, wilkins
+from energy_models.measurements.loaders import load_measurements
+from energy_models.measurements.schema import (
+    MEASUREMENT_COLUMNS,
+    read_table,
+    to_csv,
+    validate,
+)
 
 
 def schema_rows(n: int = 4, **overrides) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""Tests of energy_models.predictor and energy_models.predictor_eval, and of the predictor in
-the cost chain (energy_models.cost).
+"""Tests of energy_models.predictor.model (model and evaluation), and of the predictor in the cost
+chain (energy_models.cost).
 
 Most tests fit a small predictor on a synthetic table: the analytical model's own targets times
 known factors, so what the trees must learn (and what a calibration must recover) is known.
@@ -18,12 +18,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from energy_models.analytical import shipped_constants
-from energy_models.catalog import get_device, get_llm
+from energy_models.analytical.model import shipped_constants
+from energy_models.catalog.hf_config import llm_from_config
+from energy_models.catalog.specs import get_device, get_llm
 from energy_models.cost import PredictedSource, default_chain
 from energy_models.errors import CalibrationError, ModelFileError
-from energy_models.hf_config import llm_from_config
-from energy_models.predictor import (
+from energy_models.predictor.evaluation import (
+    calibration_effect,
+    choose_forms,
+    folds,
+    mdape,
+    mean_kendall,
+    out_of_fold,
+    residual_intervals,
+)
+from energy_models.predictor.model import (
     FEATURES,
     STACKS,
     TARGETS,
@@ -37,15 +46,6 @@ from energy_models.predictor import (
     measured_targets,
     shipped_predictor,
     training_rows,
-)
-from energy_models.predictor_eval import (
-    calibration_effect,
-    choose_forms,
-    folds,
-    mdape,
-    mean_kendall,
-    out_of_fold,
-    residual_intervals,
 )
 
 CONSTANTS = {stack: shipped_constants()[stack] for stack in STACKS}

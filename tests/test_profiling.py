@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from energy_models.errors import MeasurementError
-from energy_models.measurements import MEASUREMENT_COLUMNS, read_table, validate
+from energy_models.measurements.schema import MEASUREMENT_COLUMNS, read_table, validate
 from energy_models.meters import EnergyMonitor, NvmlGpu, PowerSampler, nvml
-from energy_models.profiling import (
+from energy_models.profiling.harness import (
     EXTRA_COLUMNS,
     GRIDS,
     Generation,

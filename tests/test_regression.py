@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
-from energy_models.regression import (
+from energy_models.regression.forms import (
     FORMS,
     PaperForm,
     RelativeQuadraticForm,

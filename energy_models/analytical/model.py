@@ -2,7 +2,7 @@
 
 Time comes from FLOPs and bytes moved; power lies between idle and TDP according to how
 compute-bound the work is. A few efficiency constants per serving engine are fitted to the
-ML.ENERGY leaderboard (see ``energy_models.fit_analytical``) and shipped in
+ML.ENERGY leaderboard (see ``energy_models.analytical.fit``) and shipped in
 ``energy_models/data/analytical_params.json``.
 
 Per decode step of a replica running ``batch`` sequences on ``tp`` devices::
@@ -33,7 +33,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from energy_models.catalog import LlmSpec, get_device, get_llm
+from energy_models.catalog.specs import LlmSpec, get_device, get_llm
 from energy_models.errors import CalibrationError
 
 GB = 1e9

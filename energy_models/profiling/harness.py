@@ -24,7 +24,7 @@ import pandas as pd
 
 from energy_models.errors import MeasurementError
 from energy_models.io import write_atomic
-from energy_models.measurements import MEASUREMENT_COLUMNS
+from energy_models.measurements.schema import MEASUREMENT_COLUMNS
 from energy_models.meters.monitor import EnergyMonitor
 
 EXTRA_COLUMNS = (

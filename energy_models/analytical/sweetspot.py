@@ -16,10 +16,10 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from energy_models.catalog import get_device, get_llm
+from energy_models.catalog.specs import get_device, get_llm
 from energy_models.cost import CostChain
 from energy_models.errors import CalibrationError
-from energy_models.fitting import FittedModel, FittedModels
+from energy_models.regression.fitting import FittedModel, FittedModels
 
 SEARCH_POINTS = 600
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from energy_models.analytical import EngineConstants, analytical_costs
+from energy_models.analytical.model import EngineConstants, analytical_costs
 from energy_models.errors import CalibrationError
 
 # Neither ML.ENERGY release reports prompt lengths, so prefill efficiency cannot be identified
@@ -46,7 +46,7 @@ def _predict(table: pd.DataFrame, constants: EngineConstants) -> tuple[np.ndarra
 
 
 def fit_engine(table: pd.DataFrame) -> FitResult:
-    """Fit one engine's constants to rows in ``energy_models.mlenergy.FIT_COLUMNS``."""
+    """Fit one engine's constants to rows in ``energy_models.measurements.mlenergy.FIT_COLUMNS``."""
     if len(table) < len(_BOUNDS):
         raise CalibrationError(f"{len(table)} rows cannot fit {len(_BOUNDS)} constants")
     names = list(_BOUNDS)
@@ -138,7 +138,7 @@ ASSUMED_CPU = EngineConstants(
 
 def fit_shipped(mlenergy_root: str) -> tuple[dict[str, EngineConstants], dict, pd.DataFrame]:
     """Fit ``vllm`` on ML.ENERGY v2 and ``hf`` on v1; return constants, provenance, errors."""
-    from energy_models.mlenergy import ASSUMED_INPUT_TOKENS, load_v1, load_v2
+    from energy_models.measurements.mlenergy import ASSUMED_INPUT_TOKENS, load_v1, load_v2
 
     constants: dict[str, EngineConstants] = {"cpu": ASSUMED_CPU}
     provenance: dict = {"assumed_input_tokens": ASSUMED_INPUT_TOKENS, "fits": {}}

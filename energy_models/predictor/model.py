@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from energy_models.analytical import WORK_COLUMNS, EngineConstants, analytical_costs
-from energy_models.catalog import DeviceSpec, LlmSpec, get_device, get_llm
+from energy_models.analytical.model import WORK_COLUMNS, EngineConstants, analytical_costs
+from energy_models.catalog.specs import DeviceSpec, LlmSpec, get_device, get_llm
 from energy_models.errors import CalibrationError, ModelFileError
 
 TARGETS = ("power_w", "itl_s", "energy_per_token_j")
@@ -117,7 +117,7 @@ def training_rows(mlenergy_root: str | Path) -> pd.DataFrame:
     id is an alias of one entry); rows of models outside the catalog are left out. Each row
     records its stack, the stack's version and how the source defined ITL.
     """
-    from energy_models.mlenergy import measurements_v1, measurements_v2
+    from energy_models.measurements.mlenergy import measurements_v1, measurements_v2
 
     parts = []
     for measured in (measurements_v1(mlenergy_root), measurements_v2(mlenergy_root)):
@@ -147,7 +147,7 @@ def fit_table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def fit_constants(rows: pd.DataFrame) -> dict[str, EngineConstants]:
     """The analytical model's constants per stack, fitted on these rows only."""
-    from energy_models.fit_analytical import fit_engine
+    from energy_models.analytical.fit import fit_engine
 
     return {engine: fit_engine(fit_table(group)).constants
             for engine, group in rows.groupby("engine", sort=True)}

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from energy_models.catalog import get_device, get_llm
+from energy_models.catalog.specs import get_device, get_llm
 from energy_models.errors import MeasurementError, UnknownNameError
 
 MEASUREMENT_COLUMNS = (

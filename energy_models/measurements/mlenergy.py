@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from energy_models.catalog import devices, llms
-from energy_models.measurements import Measurements, validate
+from energy_models.catalog.specs import devices, llms
+from energy_models.measurements.schema import Measurements, validate
 
 # Mean prompt tokens of the prompt sets (not in the data): ShareGPT first turns with the
 # FastChat/vLLM chat template, and HumanEval+ problems.

@@ -22,8 +22,8 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold
 
 from energy_models.errors import DomainWarning, ModelFileError
-from energy_models.measurements import PAIR_KEY, Measurements
-from energy_models.regression import FORMS, design, domain_minimum, uncentred_r2
+from energy_models.measurements.schema import PAIR_KEY, Measurements
+from energy_models.regression.forms import FORMS, design, domain_minimum, uncentred_r2
 
 DEFAULT_GATE_R2 = 0.96
 DEFAULT_FOLDS = 5

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from energy_models import mlenergy, wilkins
 from energy_models.errors import MeasurementError
-from energy_models.measurements import REQUIRED_COLUMNS, Measurements, read_table
+from energy_models.measurements import mlenergy, wilkins
+from energy_models.measurements.schema import (
+    REQUIRED_COLUMNS,
+    Measurements,
+    read_table,
+)
 
 RECOGNISED = ("a measurement table (.csv or .parquet with columns "
               f"{', '.join(REQUIRED_COLUMNS)}), a Wilkins et al. CSV, an ML.ENERGY "

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, pearsonr
 
-from energy_models.fit_analytical import mdape
-from energy_models.predictor import (
+from energy_models.analytical.fit import mdape
+from energy_models.predictor.model import (
     FORMS,
     INTERVAL_QUANTILES,
     STACKS,

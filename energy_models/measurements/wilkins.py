@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from energy_models.errors import MeasurementError
-from energy_models.measurements import Measurements, validate
+from energy_models.measurements.schema import Measurements, validate
 
 ENGINE = "hf-nocache"
 SYSTEMS = {

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from energy_models.catalog import LlmSpec
+from energy_models.catalog.specs import LlmSpec
 from energy_models.errors import MeasurementError, MeterUnavailableError
-from energy_models.profiling import Backend, Generation
+from energy_models.profiling.harness import Backend, Generation
 
 SHAPE_TOLERANCE = 0.05
 """How far the built graph's parameter count may stray from the catalogued model's."""

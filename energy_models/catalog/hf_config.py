@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from energy_models.catalog import LlmSpec
+from energy_models.catalog.specs import LlmSpec
 from energy_models.errors import ConfigError
 
 QUALITY_SOURCE = "unknown: not in the catalog (derived from config.json)"

@@ -1,0 +1,1 @@
+"""The analytical roofline / SweetSpot model, its fitted constants and the sweet spot."""

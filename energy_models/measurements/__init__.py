@@ -1,0 +1,1 @@
+"""The measurement schema and the loaders of public files (Wilkins et al., ML.ENERGY)."""

@@ -1,0 +1,1 @@
+"""The unseen-GPU/LLM predictor: gradient-boosted corrections, its evaluation and calibration."""

@@ -1,0 +1,1 @@
+"""The profiling harness that measures an LLM over a grid, and its inference backends."""
