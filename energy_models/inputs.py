@@ -42,8 +42,9 @@ def message_error(cls: Callable[[str], Exception], where: str) -> ErrorFactory:
 
 
 def short(value: Any) -> str:
-    """``repr(value)``, cut to ECHO_CHARS so an echoed value never floods the line."""
-    text = repr(value)
+    """The value as the user wrote it (text quoted), cut to ECHO_CHARS so an echo never
+    floods the line."""
+    text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= ECHO_CHARS else text[: ECHO_CHARS - 3] + "..."
 
 
