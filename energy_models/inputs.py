@@ -71,6 +71,8 @@ def read_bytes(path: str | Path, error: ErrorFactory, max_bytes: int = MAX_TEXT_
             raise error("(file)", f"{size / 2**20:,.0f} MiB is over the {max_bytes / 2**20:,.0f} "
                                   f"MiB limit for this kind of file; split or trim it")
         return path.read_bytes()
+    except FileNotFoundError:
+        raise error("(file)", "no such file; check the path") from None
     except OSError as exc:
         raise error("(file)", f"cannot read: {exc.strerror}") from None
 
@@ -157,7 +159,7 @@ def load_json(path: str | Path, error: ErrorFactory, max_bytes: int = MAX_TEXT_B
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise error(f"line {exc.lineno}", f"not valid JSON ({exc.msg})") from None
+        raise error(f"line {exc.lineno}", f"not JSON ({exc.msg}); fix the syntax") from None
 
 
 class StrictModel(BaseModel):

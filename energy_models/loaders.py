@@ -8,7 +8,12 @@ import pandas as pd
 
 from energy_models import mlenergy, wilkins
 from energy_models.errors import MeasurementError
-from energy_models.measurements import REQUIRED_COLUMNS, Measurements, read_table
+from energy_models.measurements import (
+    REQUIRED_COLUMNS,
+    Measurements,
+    check_energy_kinds,
+    read_table,
+)
 
 RECOGNISED = ("a measurement table (.csv or .parquet with columns "
               f"{', '.join(REQUIRED_COLUMNS)}), a Wilkins et al. CSV, an ML.ENERGY "
@@ -49,5 +54,8 @@ def load_measurements(path: str | Path) -> Measurements:
 
 
 def load_all(paths: list[Path]) -> Measurements:
+    """Every file's measurements together; refused when files mix energy kinds in a pair."""
     loaded = [load_measurements(p) for p in paths]
-    return sum(loaded[1:], loaded[0])
+    together = sum(loaded[1:], loaded[0])
+    check_energy_kinds(together.table, ", ".join(map(str, paths)))
+    return together
