@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from scheduler.errors import InputError
 from scheduler.inventory import Fleet
 from solvers.problem import DemandClass, Deployment, Pool, Problem, Rack
 from workloads.classes import bin_requests
-from workloads.spec import Workload
+from workloads.spec import SLO_FIELDS, Workload
 
 # Share of device memory a serving engine may use (vLLM's gpu_memory_utilization default).
 MEMORY_UTILIZATION = 0.9
@@ -52,6 +53,16 @@ def usable_memory_gb(device: DeviceSpec) -> float:
     return device.memory_gb * MEMORY_UTILIZATION - RUNTIME_OVERHEAD_GB
 
 
+def memory_fit_problem(llm: LlmSpec, device: DeviceSpec, batch: float, context_tokens: float,
+                       tp: int) -> str | None:
+    """Why ``llm`` at ``batch`` and ``tp`` does not fit ``device``'s memory, or None."""
+    need_gb = memory_need_gb(llm, batch, context_tokens, tp)
+    if need_gb <= usable_memory_gb(device):
+        return None
+    return (f"{llm.name} at batch {batch:g} needs {need_gb:.0f} GB per device at tp {tp}; "
+            f"{device.name} offers {usable_memory_gb(device):.0f} GB to a serving engine")
+
+
 def _candidates(fleet: Fleet, context_tokens: float) -> pd.DataFrame:
     """Every (pool, llm, tp, batch) whose weights and KV cache fit the pool's devices."""
     rows = []
@@ -79,11 +90,52 @@ def _candidates(fleet: Fleet, context_tokens: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _class_slo(fleet: Fleet, workload: Workload, kind: str) -> dict[str, float]:
-    slo = {"ttft_s": fleet.defaults.slo.ttft_s, "itl_s": fleet.defaults.slo.itl_s,
-           "e2e_s": fleet.defaults.slo.e2e_s}
-    slo.update(workload.slo.get(kind, {}))
-    return {k: (math.inf if v is None else float(v)) for k, v in slo.items()}
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:g} s"
+
+
+def _requirements(fleet: Fleet, workload: Workload, kind: str) -> dict[str, Any]:
+    """A kind's SLOs and quality floor, and the file and field each came from."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    fleet_slo = fleet.defaults.slo
+    for key in SLO_FIELDS:
+        if key in workload.slo.get(kind, {}):
+            value = workload.slo[kind][key]
+            origins[f"slo_{key}"] = f"slo.{kind}.{key} = {_seconds(value)} from {workload.where}"
+        else:
+            value = getattr(fleet_slo, key)
+            origins[f"slo_{key}"] = (
+                f"defaults.slo.{key} = {_seconds(value)} from {fleet.where}"
+                if key in fleet_slo.model_fields_set
+                else f"{key} = {_seconds(value)} by default; set defaults.slo.{key} in "
+                     f"{fleet.where}")
+        values[f"slo_{key}"] = math.inf if value is None else float(value)
+    if kind in workload.min_quality:
+        floor = workload.min_quality[kind]
+        origins["min_quality"] = f"min_quality.{kind} = {floor:g} from {workload.where}"
+    else:
+        floor = fleet.defaults.min_quality
+        if floor is not None:
+            origins["min_quality"] = f"defaults.min_quality = {floor:g} from {fleet.where}"
+    values["min_quality"] = -math.inf if floor is None else floor
+    return {**values, "origins": origins}
+
+
+def check_context(fleet: Fleet, workload: Workload) -> None:
+    """Requests longer than every allowed LLM's context can never be served."""
+    longest = max(fleet.llms, key=lambda name: get_llm(name).max_context)
+    limit = get_llm(longest).max_context
+    context = workload.requests.input_tokens + workload.requests.output_tokens
+    over = workload.requests[context > limit]
+    if over.empty:
+        return
+    kinds = ", ".join(f"{n} of kind {k!r}" for k, n in over.kind.value_counts().items())
+    raise InputError(workload.where or workload.name, "requests",
+                     f"{len(over)} request(s) ({kinds}) need up to "
+                     f"{int(context.max()):,} tokens of context, over the longest context of "
+                     f"the fleet's LLMs ({limit:,}, {longest}); drop them or allow an LLM with "
+                     f"a longer context in {fleet.where or fleet.name}")
 
 
 def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
@@ -91,12 +143,15 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
     classes, request_class = bin_requests(
         workload.requests, workload.input_bins, workload.output_bins
     )
+    check_context(fleet, workload)
     mean_context = float(np.average(classes.input_tokens + classes.output_tokens,
                                     weights=classes["count"]))
     candidates = _candidates(fleet, mean_context)
     if candidates.empty:
-        raise InputError("fleet", "pools", "no allowed LLM fits in the memory of any pool; "
-                         "add larger devices or smaller LLMs")
+        raise InputError(fleet.where or fleet.name, "pools",
+                         f"no allowed LLM fits in the memory of any pool at the workload's mean "
+                         f"context of {mean_context:,.0f} tokens; add larger devices or smaller "
+                         f"LLMs")
     n_classes, n_deps = len(classes), len(candidates)
     pairs = candidates.loc[candidates.index.repeat(n_classes)].reset_index(drop=True)
     pairs["class"] = np.tile(np.arange(n_classes), n_deps)
@@ -131,13 +186,8 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
 
     demand = []
     for row in classes.itertuples():
-        slo = _class_slo(fleet, workload, row.kind)
-        min_quality = workload.min_quality.get(row.kind, fleet.defaults.min_quality)
-        demand.append(DemandClass(
-            id=solver_id(row.class_id), count=float(row.count),
-            min_quality=-math.inf if min_quality is None else min_quality,
-            slo_ttft_s=slo["ttft_s"], slo_itl_s=slo["itl_s"], slo_e2e_s=slo["e2e_s"],
-        ))
+        demand.append(DemandClass(id=solver_id(row.class_id), count=float(row.count),
+                                  **_requirements(fleet, workload, row.kind)))
     problem = Problem(
         horizon_s=workload.horizon_s,
         racks=tuple(Rack(solver_id(r.id), r.power_cap_w) for r in fleet.racks),

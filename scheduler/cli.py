@@ -12,8 +12,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from energy_models.catalog.specs import get_device, get_llm
 from energy_models.io import write_atomic
 from energy_models.regression.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
+from scheduler.build import memory_fit_problem
 from scheduler.cli_measure import measure, meters
 from scheduler.cli_predict import predict, rank_gpus
 from scheduler.console import (
@@ -78,6 +80,10 @@ def plan(
 ) -> None:
     """Plan replicas and routing with the least energy, and compare with the baselines."""
     with user_errors(), warnings_to_stderr():
+        if not (math.isfinite(time_limit) and time_limit > 0):
+            raise InputError("command line", "--time-limit",
+                             f"got {time_limit:g}; give a finite number of seconds > 0, e.g. "
+                             f"--time-limit 30")
         with err.status("loading fleet and workload") as status:
             fleet_spec = load_fleet(fleet)
             work = load_workload(workload)
@@ -224,6 +230,12 @@ def sweetspot(
                 and batch > 0 and tp >= 1):
             raise InputError("sweetspot", "--input-tokens/--batch/--tp",
                              "must be positive; e.g. --input-tokens 512 --batch 1 --tp 1")
+        # The prompt and a first output token must fit, whatever the searched output lengths.
+        problem = memory_fit_problem(get_llm(llm), get_device(device), batch, input_tokens + 1,
+                                     tp)
+        if problem is not None:
+            raise InputError("command line", "--llm/--device",
+                             f"{problem}; raise --tp, lower --batch or pick a larger device")
         fitted = load_models(models)
         # The predictor's tree corrections are steps in output length; a sweet spot is a
         # property of the curve's shape, so it comes from fits or the analytical model.

@@ -25,7 +25,7 @@ from energy_models.predictor.model import (
     baselines,
     shipped_predictor,
 )
-from scheduler.build import TP_DEGREES, memory_need_gb, usable_memory_gb
+from scheduler.build import TP_DEGREES, memory_fit_problem, memory_need_gb, usable_memory_gb
 from scheduler.console import err, user_errors, wide_console
 from scheduler.errors import InputError
 
@@ -80,6 +80,10 @@ def _calibration(path: Path | None, predictor: Predictor, engine: str) -> Calibr
     if measured.table.empty:
         raise InputError(str(path), "rows", "no usable calibration row; "
                          + (measured.dropped[0] if measured.dropped else "the table is empty"))
+    cpus = sorted(d for d in measured.table["device"].unique() if get_device(d).kind == "cpu")
+    if cpus:
+        raise InputError(str(path), "device", f"{cpus[0]} is a CPU; the predictor covers GPUs, "
+                         f"so calibrate it with runs on GPUs only")
     return Calibration.fit(predictor, measured.table, engine)
 
 
@@ -124,12 +128,10 @@ def predict(
                              "covers GPUs (the analytical model prices CPUs in `plan`)")
         _check_numbers(batch=batch, tp=tp, input_tokens=input_tokens,
                        output_tokens=output_tokens)
-        need = memory_need_gb(spec, batch, input_tokens + output_tokens, tp)
-        if need > usable_memory_gb(device):
+        problem = memory_fit_problem(spec, device, batch, input_tokens + output_tokens, tp)
+        if problem is not None:
             raise InputError("command line", "--tp/--batch",
-                             f"{spec.name} at batch {batch:g} needs {need:.0f} GB per GPU at "
-                             f"tp {tp}; {device.name} offers {usable_memory_gb(device):.0f} GB "
-                             f"to a serving engine; raise --tp or lower --batch")
+                             f"{problem}; raise --tp or lower --batch")
         predictor = shipped_predictor()
         _stack(predictor, engine)
         calibration = _calibration(calibrate, predictor, engine)

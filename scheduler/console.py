@@ -40,19 +40,24 @@ def user_errors() -> Iterator[None]:
 
 @contextlib.contextmanager
 def warnings_to_stderr() -> Iterator[None]:
-    """A fitted model asked outside its domain says so once, on one line."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DomainWarning)
-        try:
+    """A fitted model asked outside its domain says so once, on one line.
+
+    Other warnings are re-emitted once recording has stopped: re-emitting one while
+    ``catch_warnings(record=True)`` still records appends it to the list being walked.
+    """
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DomainWarning)
             yield
-        finally:
-            for warning in caught:
-                if issubclass(warning.category, DomainWarning):
-                    err.print(f"warning: {warning.message}", markup=False, highlight=False,
-                              soft_wrap=True)
-                else:
-                    warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                           warning.lineno)
+    finally:
+        for warning in caught:
+            if issubclass(warning.category, DomainWarning):
+                err.print(f"warning: {warning.message}", markup=False, highlight=False,
+                          soft_wrap=True)
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
 
 
 def results_only_on_stdout() -> None:

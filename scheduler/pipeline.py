@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from energy_models.cost import CostChain, default_chain
 from energy_models.regression.fitting import FittedModels
-from scheduler.build import Built, build_problem
+from scheduler.build import Built, build_problem, check_context
 from scheduler.inventory import Fleet
 from scheduler.plan import Plan, make_plan
 from solvers.baselines import BASELINES, run_baseline
@@ -58,6 +58,7 @@ def run_plan(
     ``models`` (fitted regressions) price the pairs they cover before the analytical model.
     """
     chain = chain or default_chain(fleet.defaults.engine, models)
+    check_context(fleet, workload)
     progress("pricing work on every candidate deployment")
     built = build_problem(fleet, workload, chain)
     problem = built.problem

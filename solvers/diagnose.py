@@ -16,7 +16,7 @@ import numpy as np
 import pulp
 
 from solvers import formulation
-from solvers.problem import Problem
+from solvers.problem import DemandClass, Problem
 
 DIAGNOSIS_TIME_LIMIT_S = 30.0
 """Time limit of each diagnostic solve; a plan kept at the limit still explains enough."""
@@ -78,20 +78,29 @@ def _filters(problem: Problem, i: int) -> Iterator[tuple[Callable[[np.ndarray], 
     yield (
         lambda removed: (
             f"quality below min_quality {demand.min_quality:g} (best {quality[removed].max():g})"
+            + _origin(demand, "min_quality")
         ),
         quality < demand.min_quality,
     )
-    for label, latency_s, slo_s in (
-        ("TTFT", problem.ttft_s[i], demand.slo_ttft_s),
-        ("ITL", problem.itl_s[i], demand.slo_itl_s),
-        ("e2e", problem.e2e_s[i], demand.slo_e2e_s),
+    for label, latency_s, attribute in (
+        ("TTFT", problem.ttft_s[i], "slo_ttft_s"),
+        ("ITL", problem.itl_s[i], "slo_itl_s"),
+        ("e2e", problem.e2e_s[i], "slo_e2e_s"),
     ):
+        slo_s = getattr(demand, attribute)
         yield (
-            lambda removed, label=label, latency_s=latency_s, slo_s=slo_s: (
+            lambda removed, label=label, latency_s=latency_s, slo_s=slo_s, attribute=attribute: (
                 f"{label} SLO {slo_s:g} s vs best {latency_s[removed].min():.3g} s"
+                + _origin(demand, attribute)
             ),
             np.where(servable, latency_s, -np.inf) > slo_s,
         )
+
+
+def _origin(demand: DemandClass, attribute: str) -> str:
+    """`` (min_quality.code = 75 from w.yaml)``: the file and field that set a requirement."""
+    origin = demand.origins.get(attribute)
+    return f" ({origin})" if origin else ""
 
 
 def _ids(problem: Problem, mask: np.ndarray, shown: int = 3) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +66,9 @@ class DemandClass:
     slo_ttft_s: float = math.inf
     slo_e2e_s: float = math.inf
     slo_itl_s: float = math.inf
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+    """Where each requirement came from, by attribute (``min_quality``, ``slo_ttft_s``, ...),
+    e.g. ``min_quality.code = 75 from workload.yaml``; messages about it quote this."""
 
 
 @dataclass(frozen=True)

@@ -355,7 +355,7 @@ def test_plan_table_shows_fitted_source(models_json):
 @pytest.mark.parametrize(("content", "expected"), [
     ("not json", "not JSON"),
     ('{"format": "other"}', "format: expected 'wattsched-models/1'"),
-    ('{"format": "wattsched-models/1"}', "malformed entry"),
+    ('{"format": "wattsched-models/1"}', "gate_r2: missing"),
 ])
 def test_plan_with_bad_models_file_exits_2(tmp_path, content, expected):
     models = tmp_path / "models.json"

@@ -89,7 +89,8 @@ def test_fits_are_deterministic(clean):
     ("{not json", "not JSON"),
     ('{"format": "other"}', "format: expected"),
     ('{"format": "wattsched-models/1", "gate_r2": 0.96, "folds": 5, "seed": 0, '
-     '"data": {"hash": "x", "rows": 1}, "models": [{"llm": "x"}]}', "malformed entry"),
+     '"data": {"hash": "x", "rows": 1}, "models": [{"llm": "x"}]}',
+     r"models\[0\]\.device: missing"),
 ])
 def test_bad_model_files_fail_clearly(tmp_path, text, message):
     path = tmp_path / "m.json"

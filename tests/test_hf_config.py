@@ -522,7 +522,7 @@ def test_malformed_json(tmp_path):
     path.write_text('{\n  "model_type": "llama",\n  "hidden_size": 4096,,\n}\n')
     with pytest.raises(ConfigError) as info:
         llm_from_config(path)
-    assert_one_line(info, str(path), "not valid JSON", "line 3")
+    assert_one_line(info, str(path), "not JSON", "line 3")
 
 
 def test_json_that_is_not_an_object(tmp_path):

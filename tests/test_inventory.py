@@ -70,7 +70,7 @@ def test_malformed_yaml_gives_line_and_column(tmp_path):
 
 
 def test_missing_file_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="no such file; check the path"):
         load_fleet(tmp_path / "absent.yaml")
 
 

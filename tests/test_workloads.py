@@ -47,9 +47,9 @@ def test_bundled_params_are_derived_from_the_trace(shared_data):
 
 def test_bad_traffic_params_are_refused():
     base = dataclasses.asdict(presets()["azure-2023-conv"])
-    with pytest.raises(WorkloadError, match="rate_rps"):
+    with pytest.raises(ValueError, match="rate_rps"):
         TrafficParams(**{**base, "rate_rps": 0})
-    with pytest.raises(WorkloadError, match="input_quantiles"):
+    with pytest.raises(ValueError, match="input_quantiles"):
         TrafficParams(**{**base, "input_quantiles": (1.0, 2.0)})
 
 

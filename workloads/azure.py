@@ -2,6 +2,11 @@
 
 We never ship the trace: ``derive_params`` turns it into the few numbers the synthetic
 generator needs, and those numbers live in ``workloads/data/azure2023.yaml``.
+
+A trace in this format (columns TIMESTAMP, ContextTokens, GeneratedTokens) can also be a
+workload's ``trace:``. It has no kind column, so its requests take the workload file's
+``kind:`` (beside ``trace:``); without one, the kind its file name says: ``code`` for
+``AzureLLMInferenceTrace_code.csv`` or any name with "code" in it, else ``chat``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from workloads.requests import validate_requests
 from workloads.synthetic import QUANTILE_LEVELS, TrafficParams
 
 TRACE_FILES = {"chat": "AzureLLMInferenceTrace_conv.csv", "code": "AzureLLMInferenceTrace_code.csv"}
+
+
+def kind_of_file(path: str | Path) -> str:
+    """The request kind an Azure trace's file name implies (see the module docstring)."""
+    return "code" if "code" in Path(path).name.lower() else "chat"
 
 
 def azure_to_requests(table: pd.DataFrame, where: str, kind: str) -> pd.DataFrame:

@@ -9,28 +9,45 @@ A workload file is YAML::
         rate_rps: 8.0          # optional override of any preset field
       - preset: azure-2023-code
     trace: requests.csv        # ... or a trace (ours or the Azure format), relative to the file
+    kind: code                 # Azure-format traces only: their requests' kind (default: the
+                               # file name's, see workloads.azure.kind_of_file)
     classes: {input_bins: 4, output_bins: 3}
     slo: {code: {ttft_s: 1.0}} # optional per-kind overrides of the fleet's SLO
     min_quality: {code: 65}    # optional per-kind minimum quality
+
+Synthetic traffic must give at least one expected request per kind and at most
+MAX_REQUESTS in all (checked before generating). ``slo`` and ``min_quality`` may only name
+kinds the requests have.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
-import yaml
+from pydantic import Field, field_validator, model_validator
 
+from energy_models.inputs import (
+    StrictModel,
+    did_you_mean,
+    field_error,
+    load_yaml,
+    message_error,
+    parse_yaml,
+    short,
+    validate,
+)
 from workloads.errors import WorkloadError
 from workloads.requests import read_request_csv
-from workloads.synthetic import TrafficParams, generate, presets
+from workloads.synthetic import TrafficParams, generate, presets, volume_problem
 
 SLO_FIELDS = ("ttft_s", "itl_s", "e2e_s")
+MAX_BINS = 64
+"""Token bins per kind and axis; classes grow as kinds x input bins x output bins."""
 
 
 @dataclass(frozen=True)
@@ -44,120 +61,132 @@ class Workload:
     output_bins: int = 3
     slo: dict[str, dict[str, float | None]] = field(default_factory=dict)
     min_quality: dict[str, float] = field(default_factory=dict)
+    where: str = ""
+    """The file the workload came from, for messages that blame it."""
 
 
-def _fail(where: str, field_name: str, problem: str) -> WorkloadError:
-    return WorkloadError(f"{where}: {field_name}: {problem}")
+Seconds = Annotated[float, Field(gt=0)]
+Bins = Annotated[int, Field(ge=1, le=MAX_BINS)]
 
 
-def _number(where: str, field_name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _fail(where, field_name, f"expected a finite number, got {value!r}")
-    if value <= 0:
-        raise _fail(where, field_name, f"must be positive, got {value!r}")
-    return float(value)
+class SloOverride(StrictModel):
+    """Only the fields given override the fleet's; null means no bound."""
+
+    ttft_s: Seconds | None = None
+    itl_s: Seconds | None = None
+    e2e_s: Seconds | None = None
 
 
-def _traffic(where: str, items: Any) -> list[TrafficParams]:
-    if not isinstance(items, list) or not items:
-        raise _fail(where, "traffic", "expected a non-empty list of presets or parameter sets")
-    known = presets()
-    params = []
-    for i, item in enumerate(items):
-        name = f"traffic[{i}]"
-        if not isinstance(item, dict):
-            raise _fail(where, name, "expected a mapping")
-        base: dict[str, Any] = {}
-        if "preset" in item:
-            if item["preset"] not in known:
-                raise _fail(where, f"{name}.preset",
-                            f"unknown preset {item['preset']!r}; known: {sorted(known)}")
-            base = dataclasses.asdict(known[item["preset"]])
-        fields = {k: v for k, v in item.items() if k != "preset"}
-        allowed = {f.name for f in dataclasses.fields(TrafficParams)}
-        extra = sorted(set(fields) - allowed)
-        if extra:
-            raise _fail(where, f"{name}.{extra[0]}", f"unknown field; allowed: {sorted(allowed)}")
-        merged = {**base, **fields}
-        missing = sorted(allowed - set(merged))
-        if missing:
-            raise _fail(where, f"{name}.{missing[0]}", "missing; give it or name a preset")
-        if "rate_rps" in fields:
-            _number(where, f"{name}.rate_rps", fields["rate_rps"])
-        try:
-            params.append(TrafficParams(**merged))
-        except (TypeError, ValueError) as exc:
-            raise _fail(where, name, str(exc)) from None
-    return params
+class Classes(StrictModel):
+    input_bins: Bins = 4
+    output_bins: Bins = 3
+
+
+class WorkloadFile(StrictModel):
+    """The workload YAML as written (see the module docstring)."""
+
+    name: str = ""
+    horizon_s: Seconds | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    traffic: Annotated[tuple[TrafficParams, ...], Field(min_length=1)] | None = None
+    trace: str | None = None
+    kind: Annotated[str, Field(min_length=1)] | None = None
+    classes: Classes = Classes()
+    slo: dict[str, SloOverride] = Field(default_factory=dict)
+    min_quality: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_defaults(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return {k: v for k, v in raw.items()
+                    if not (v is None and k in ("classes", "slo", "min_quality"))}
+        return raw
+
+    @field_validator("traffic", mode="before")
+    @classmethod
+    def _merge_presets(cls, items: Any) -> Any:
+        """Each item is a preset, a full parameter set, or a preset with overrides."""
+        if not isinstance(items, list):
+            return items
+        known = presets()
+        allowed = {f.name for f in dataclasses.fields(TrafficParams)} | {"preset"}
+        merged = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                merged.append(item)
+                continue
+            for key in item:
+                if key not in allowed:
+                    raise field_error(f"[{i}].{key}",
+                                      f"unknown field; {did_you_mean(key, allowed)}")
+            base: dict[str, Any] = {}
+            if "preset" in item:
+                if item["preset"] not in known:
+                    raise field_error(f"[{i}].preset", f"unknown preset {short(item['preset'])}; "
+                                                       f"{did_you_mean(item['preset'], known)}")
+                base = dataclasses.asdict(known[item["preset"]])
+            merged.append({**base, **{k: v for k, v in item.items() if k != "preset"}})
+        return merged
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkloadFile:
+        if (self.traffic is None) == (self.trace is None):
+            raise field_error("traffic", "give exactly one of 'traffic' (synthetic) or 'trace'")
+        if self.kind is not None and self.trace is None:
+            raise field_error("kind", "only for an Azure-format trace; synthetic traffic "
+                                      "names its kind in each traffic item")
+        if self.traffic is not None:
+            problem = volume_problem(list(self.traffic), self.horizon_s or 3600.0)
+            if problem is not None:
+                raise field_error(*problem)
+        return self
+
+
+def _known_kinds(spec: WorkloadFile, kinds: set[str], where: str) -> None:
+    """Per-kind overrides for a kind with no requests would silently never apply."""
+    for key in ("slo", "min_quality"):
+        for kind in getattr(spec, key):
+            if kind not in kinds:
+                raise WorkloadError(f"{where}: {key}.{kind}: no request has kind {short(kind)}; "
+                                    f"{did_you_mean(kind, kinds)}")
 
 
 def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Workload:
     """Validate parsed YAML into a Workload (generating or reading its requests)."""
-    if not isinstance(raw, dict):
-        raise _fail(where, "(top level)", "expected a mapping")
-    allowed = {"name", "horizon_s", "seed", "traffic", "trace", "classes", "slo", "min_quality"}
-    extra = sorted(set(raw) - allowed)
-    if extra:
-        raise _fail(where, extra[0], f"unknown field; allowed: {sorted(allowed)}")
-    if ("traffic" in raw) == ("trace" in raw):
-        raise _fail(where, "traffic", "give exactly one of 'traffic' (synthetic) or 'trace'")
-    if "trace" in raw:
-        path = Path(str(raw["trace"]))
+    spec = validate(WorkloadFile, raw, message_error(WorkloadError, where))
+    if spec.trace is not None:
+        path = Path(spec.trace)
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
-        requests = read_request_csv(str(path))
-        span = float(requests["arrival_s"].max())
-        horizon_s = _number(where, "horizon_s", raw.get("horizon_s", max(span, 1.0)))
+        requests = read_request_csv(str(path), azure_kind=spec.kind)
+        horizon_s = spec.horizon_s or max(float(requests["arrival_s"].max()), 1.0)
         requests = requests[requests["arrival_s"] < horizon_s].reset_index(drop=True)
+        if requests.empty:
+            raise WorkloadError(f"{where}: horizon_s: no request of {path.name} arrives before "
+                                f"{horizon_s:g} s; raise horizon_s")
     else:
-        horizon_s = _number(where, "horizon_s", raw.get("horizon_s", 3600))
-        seed = raw.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise _fail(where, "seed", f"expected a non-negative whole number, got {seed!r}")
-        requests = generate(_traffic(where, raw["traffic"]), horizon_s, seed)
-    classes = raw.get("classes") or {}
-    if not isinstance(classes, dict) or set(classes) - {"input_bins", "output_bins"}:
-        raise _fail(where, "classes", "expected {input_bins: N, output_bins: N}")
-    bins = {}
-    for key in ("input_bins", "output_bins"):
-        value = classes.get(key, 4 if key == "input_bins" else 3)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise _fail(where, f"classes.{key}", f"expected a whole number >= 1, got {value!r}")
-        bins[key] = value
-    slo = raw.get("slo") or {}
-    if not isinstance(slo, dict):
-        raise _fail(where, "slo", "expected a mapping from request kind to SLO fields")
-    for kind, values in slo.items():
-        if not isinstance(values, dict) or set(values) - set(SLO_FIELDS):
-            raise _fail(where, f"slo.{kind}", f"expected a mapping with fields among {SLO_FIELDS}")
-        for key, value in values.items():
-            if value is not None:
-                _number(where, f"slo.{kind}.{key}", value)
-    min_quality = raw.get("min_quality") or {}
-    if not isinstance(min_quality, dict):
-        raise _fail(where, "min_quality", "expected a mapping from request kind to a score")
-    for kind, value in min_quality.items():
-        _number(where, f"min_quality.{kind}", value)
+        horizon_s = spec.horizon_s or 3600.0
+        requests = generate(list(spec.traffic or ()), horizon_s, spec.seed)
+    _known_kinds(spec, set(requests["kind"]), where)
     return Workload(
-        name=str(raw.get("name", Path(where).stem)),
+        name=spec.name or Path(where).stem,
         horizon_s=horizon_s,
         requests=requests,
-        slo=slo,
-        min_quality={k: float(v) for k, v in min_quality.items()},
-        **bins,
+        input_bins=spec.classes.input_bins,
+        output_bins=spec.classes.output_bins,
+        slo={kind: values.model_dump(exclude_unset=True) for kind, values in spec.slo.items()},
+        min_quality=dict(spec.min_quality),
+        where=where,
     )
 
 
 def load_workload(path: str | Path | None = None) -> Workload:
     """The workload at ``path``, or the bundled default (seeded chat and code traffic)."""
     if path is None:
-        text = resources.files("workloads").joinpath("data", "default_workload.yaml").read_text()
-        return parse_workload(yaml.safe_load(text), "default_workload.yaml")
+        where = "default_workload.yaml"
+        text = resources.files("workloads").joinpath("data", where).read_text()
+        return parse_workload(parse_yaml(text, message_error(WorkloadError, where)), where)
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise _fail(str(path), "(file)", f"cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise _fail(str(path), "(syntax)", f"invalid YAML ({exc.__class__.__name__})") from None
+    raw = load_yaml(path, message_error(WorkloadError, str(path)))
     return parse_workload(raw, str(path), base_dir=path.parent)

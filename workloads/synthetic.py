@@ -7,70 +7,96 @@ inter-arrival gaps are gamma-distributed with the trace's mean rate and coeffici
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
-import yaml
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass
 from scipy import special
 
+from energy_models.inputs import message_error, parse_yaml, validate
 from workloads.errors import WorkloadError
 from workloads.requests import validate_requests
 
 QUANTILE_LEVELS = np.concatenate([np.linspace(0.0, 0.95, 20), [0.99, 1.0]])
+MAX_REQUESTS = 10_000_000
+"""Requests a synthetic workload may hold: about 1 GB of request table and binning."""
+
+Tokens = Annotated[float, Field(gt=0)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class TrafficParams:
     """One kind of traffic: ``rate_rps`` requests/s and the shape of their token lengths."""
 
-    kind: str
-    rate_rps: float
-    interarrival_cv: float
-    input_quantiles: tuple[float, ...]
+    kind: Annotated[str, Field(min_length=1)]
+    rate_rps: Annotated[float, Field(gt=0)]
+    interarrival_cv: Annotated[float, Field(gt=0)]
+    input_quantiles: tuple[Tokens, ...]
     """Input tokens at QUANTILE_LEVELS (0, 5, ..., 95, 99, 100 %)."""
-    output_quantiles: tuple[float, ...]
-    spearman_rho: float
+    output_quantiles: tuple[Tokens, ...]
+    spearman_rho: Annotated[float, Field(gt=-1, lt=1)]
 
-    def __post_init__(self) -> None:
-        for name in ("input_quantiles", "output_quantiles"):
-            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-            knots = np.asarray(getattr(self, name), dtype=float)
-            if len(knots) != len(QUANTILE_LEVELS):
-                raise WorkloadError(
-                    f"traffic {self.kind!r}: {name} needs {len(QUANTILE_LEVELS)} values "
-                    f"(quantiles 0, 5, ..., 95, 99, 100 %)"
-                )
-            if np.any(knots <= 0) or np.any(np.diff(knots) < 0):
-                raise WorkloadError(
-                    f"traffic {self.kind!r}: {name} must be positive and non-decreasing"
-                )
-        if not self.rate_rps > 0:
-            raise WorkloadError(f"traffic {self.kind!r}: rate_rps must be positive")
-        if not self.interarrival_cv > 0:
-            raise WorkloadError(f"traffic {self.kind!r}: interarrival_cv must be positive")
-        if not -1 < self.spearman_rho < 1:
-            raise WorkloadError(f"traffic {self.kind!r}: spearman_rho must be in (-1, 1)")
+    @field_validator("input_quantiles", "output_quantiles")
+    @classmethod
+    def _quantiles(cls, knots: tuple[float, ...]) -> tuple[float, ...]:
+        if len(knots) != len(QUANTILE_LEVELS):
+            raise ValueError(f"needs {len(QUANTILE_LEVELS)} values (quantiles 0, 5, ..., 95, "
+                             f"99, 100 %), got {len(knots)}")
+        if np.any(np.diff(knots) < 0):
+            raise ValueError("must be non-decreasing (token counts at rising quantiles)")
+        return knots
 
 
 @cache
 def presets() -> dict[str, TrafficParams]:
     """Bundled parameter sets by name (derived from public traces; see the YAML header)."""
-    text = resources.files("workloads").joinpath("data", "azure2023.yaml").read_text()
-    raw = yaml.safe_load(text)
-    return {name: TrafficParams(**fields) for name, fields in raw.items()}
+    where = "azure2023.yaml"
+    text = resources.files("workloads").joinpath("data", where).read_text()
+    error = message_error(WorkloadError, where)
+    return validate(dict[str, TrafficParams], parse_yaml(text, error), error)
+
+
+def volume_problem(traffic: list[TrafficParams], horizon_s: float) -> tuple[str, str] | None:
+    """(field, problem) when the traffic would give under one or over MAX_REQUESTS requests.
+
+    Checked before generating: the generator allocates in proportion to rate x horizon, and
+    a bursty renewal process started at t = 0 gives a burst even at a vanishing rate.
+    """
+    total = 0.0
+    for i, params in enumerate(traffic):
+        expected = params.rate_rps * horizon_s
+        if expected < 1:
+            return (f"traffic[{i}].rate_rps",
+                    f"{params.rate_rps:g} req/s over {horizon_s:g} s is {expected:.3g} expected "
+                    f"requests; use at least {1 / horizon_s:.3g} req/s or a longer horizon_s")
+        total += expected
+    if total > MAX_REQUESTS:
+        return ("horizon_s", f"rates x horizon_s {horizon_s:g} s give {total:,.0f} requests, "
+                             f"over the {MAX_REQUESTS:,} limit; shorten horizon_s or lower "
+                             f"rate_rps")
+    return None
 
 
 def _inverse_cdf(u: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
     return np.exp(np.interp(u, QUANTILE_LEVELS, np.log(np.asarray(knots, dtype=float))))
 
 
+def _tokens(u: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
+    """Whole token counts, at least one."""
+    return np.maximum(1.0, np.round(_inverse_cdf(u, knots)))
+
+
 def generate(traffic: list[TrafficParams], horizon_s: float, seed: int) -> pd.DataFrame:
     """Requests arriving over ``horizon_s`` seconds; the same seed gives the same table."""
-    if not horizon_s > 0:
-        raise WorkloadError(f"horizon_s must be positive, got {horizon_s}")
+    if not 0 < horizon_s < float("inf"):
+        raise WorkloadError(f"synthetic workload: horizon_s: got {horizon_s}; must be positive")
+    problem = volume_problem(traffic, horizon_s)
+    if problem is not None:
+        raise WorkloadError("synthetic workload: {}: {}".format(*problem))
     parts = []
     for k, params in enumerate(traffic):
         rng = np.random.default_rng([seed, k])
@@ -89,8 +115,8 @@ def generate(traffic: list[TrafficParams], horizon_s: float, seed: int) -> pd.Da
             pd.DataFrame(
                 {
                     "arrival_s": arrivals,
-                    "input_tokens": np.maximum(1, _inverse_cdf(u[:, 0], params.input_quantiles)),
-                    "output_tokens": np.maximum(1, _inverse_cdf(u[:, 1], params.output_quantiles)),
+                    "input_tokens": _tokens(u[:, 0], params.input_quantiles),
+                    "output_tokens": _tokens(u[:, 1], params.output_quantiles),
                     "kind": params.kind,
                 }
             )

@@ -12,7 +12,6 @@ Mixtral model cards, they include the input embedding table (OpenAI's gpt-oss ca
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from energy_models.catalog.specs import LlmSpec
 from energy_models.errors import ConfigError
+from energy_models.inputs import load_json, message_error
 
 QUALITY_SOURCE = "unknown: not in the catalog (derived from config.json)"
 DTYPE_BYTES = {
@@ -327,24 +327,12 @@ FAMILIES: dict[str, _Family] = {
 }
 
 
-def _read(config: str | Path) -> tuple[dict[str, Any], Path, str]:
+def _read(config: str | Path) -> tuple[Any, Path, str]:
     path = Path(config)
     if path.is_dir():
         path = path / "config.json"
     where = str(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{where}: no such file; give the path of a Hugging Face config.json "
-                          f"or of the folder holding it") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"{where}: cannot read: {reason}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return data, path, where
+    return load_json(path, message_error(ConfigError, where)), path, where
 
 
 def _default_name(name_or_path: str | None, path: Path | None) -> str | None:

@@ -11,6 +11,7 @@ from energy_models.measurements import mlenergy, wilkins
 from energy_models.measurements.schema import (
     REQUIRED_COLUMNS,
     Measurements,
+    check_energy_kinds,
     read_table,
 )
 
@@ -53,5 +54,8 @@ def load_measurements(path: str | Path) -> Measurements:
 
 
 def load_all(paths: list[Path]) -> Measurements:
+    """Every file's measurements together; refused when files mix energy kinds in a pair."""
     loaded = [load_measurements(p) for p in paths]
-    return sum(loaded[1:], loaded[0])
+    together = sum(loaded[1:], loaded[0])
+    check_energy_kinds(together.table, ", ".join(map(str, paths)))
+    return together

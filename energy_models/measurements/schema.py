@@ -24,12 +24,16 @@ config                    rows with the same config repeat one setting; cross-va
 source                    where the row came from
 ========================  =====================================================================
 
-Rows with a NaN, negative or zero number are reported by row number and left out.
+Rows with a NaN, negative or zero number are reported by row number and left out. A table
+whose ``tp`` is not a whole number of devices from 1 to MAX_TP, or that mixes energy kinds
+within one (llm, device, tp, engine), is refused whole: that is a malformed table, not a run
+gone wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +42,7 @@ import pandas as pd
 
 from energy_models.catalog.specs import get_device, get_llm
 from energy_models.errors import MeasurementError, UnknownNameError
+from energy_models.inputs import MAX_TABLE_BYTES, message_error, read_bytes, short
 
 MEASUREMENT_COLUMNS = (
     "llm", "device", "tp", "batch", "input_tokens", "output_tokens", "energy_j", "runtime_s",
@@ -51,6 +56,8 @@ REQUIRED_COLUMNS = (
 POSITIVE_COLUMNS = ("tp", "batch", "input_tokens", "output_tokens", "energy_j", "runtime_s")
 OPTIONAL_POSITIVE_COLUMNS = ("ttft_s", "itl_s", "mean_power_w", "idle_power_w")
 ENERGY_KINDS = ("gross", "idle_subtracted")
+MAX_TP = 1024
+"""Devices one replica may span."""
 PAIR_KEY = ("llm", "device", "tp", "engine")
 """What one fitted model covers: an LLM on one device kind, at one parallel degree and stack."""
 
@@ -86,6 +93,28 @@ def _resolve(values: pd.Series, lookup, column: str, origin: str, rows: pd.Serie
     return values.map(names)
 
 
+def _check_tp(raw: pd.Series, values: pd.Series, origin: str, rows: pd.Series) -> None:
+    """A parallel degree is a device count: fractions and overflows are no measurement."""
+    bad = values.notna() & (values > 0) & ((values != values.round()) | (values > MAX_TP))
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise MeasurementError(f"{origin} row {int(rows.iloc[first])}: tp: got "
+                               f"{short(raw.iloc[first])}; must be a whole number of devices "
+                               f"from 1 to {MAX_TP}")
+
+
+def check_energy_kinds(table: pd.DataFrame, origin: str) -> None:
+    """One energy kind per pair: a fit across gross and idle-subtracted rows means nothing."""
+    kinds = table.groupby(list(PAIR_KEY), sort=True)["energy_kind"].nunique()
+    mixed = kinds[kinds > 1]
+    if not mixed.empty:
+        llm, device, tp, engine = mixed.index[0]
+        stack = f" [{engine}]" if engine else ""
+        raise MeasurementError(f"{origin}: energy_kind: {llm} on {device} tp{tp}{stack} mixes "
+                               f"{' and '.join(ENERGY_KINDS)} rows; give one kind per (llm, "
+                               f"device, tp)")
+
+
 def validate(raw: pd.DataFrame, origin: str, rows: pd.Series | None = None) -> Measurements:
     """Check a measurement table; bad rows are dropped and reported, bad columns raise.
 
@@ -118,6 +147,8 @@ def validate(raw: pd.DataFrame, origin: str, rows: pd.Series | None = None) -> M
             reasons[values.isna() & (reasons == "")] = f"{column} is missing or NaN"
         reasons[(values <= 0) & (reasons == "")] = f"{column} is not positive"
         reasons[np.isinf(values) & (reasons == "")] = f"{column} is infinite"
+        if column == "tp":
+            _check_tp(table[column], values, origin, rows)
         table[column] = values
     kinds = table["energy_kind"].astype(str).str.strip()
     reasons[~kinds.isin(ENERGY_KINDS) & (reasons == "")] = (
@@ -141,14 +172,17 @@ def validate(raw: pd.DataFrame, origin: str, rows: pd.Series | None = None) -> M
             keep.loc[unnamed, "batch"], keep.loc[unnamed, "input_tokens"].round(),
             keep.loc[unnamed, "output_tokens"].round(), strict=True)
     ]
+    check_energy_kinds(keep, origin)
     return Measurements(keep.loc[:, list(MEASUREMENT_COLUMNS)].reset_index(drop=True), dropped)
 
 
 def read_table(path: str | Path) -> Measurements:
     """A measurement table written as CSV or Parquet (by this tool or by hand)."""
     path = Path(path)
+    data = io.BytesIO(read_bytes(path, message_error(MeasurementError, str(path)),
+                                 MAX_TABLE_BYTES))
     try:
-        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        raw = pd.read_parquet(data) if path.suffix == ".parquet" else pd.read_csv(data)
     except ImportError as exc:
         raise MeasurementError(f"{path}: reading Parquet needs pyarrow ({exc}); "
                                f"`pip install pyarrow` or save the table as .csv") from None

@@ -14,15 +14,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import ConfigDict, Field, model_validator
 from sklearn.base import clone
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold
 
 from energy_models.errors import DomainWarning, ModelFileError
-from energy_models.measurements.schema import PAIR_KEY, Measurements
+from energy_models.inputs import StrictModel, field_error, load_json, validate
+from energy_models.measurements.schema import MAX_TP, PAIR_KEY, Measurements
 from energy_models.regression.forms import FORMS, design, domain_minimum, uncentred_r2
 
 DEFAULT_GATE_R2 = 0.96
@@ -108,16 +111,6 @@ class FittedModel:
         body.pop("_warned")
         body["domain"] = {k: list(v) for k, v in self.domain.items()}
         return body
-
-    @classmethod
-    def from_dict(cls, body: dict) -> FittedModel:
-        body = dict(body)
-        body["terms"] = tuple(body["terms"])
-        body["coef"] = tuple(float(c) for c in body["coef"])
-        body["domain"] = {k: (float(v[0]), float(v[1])) for k, v in body["domain"].items()}
-        body["candidates"] = tuple(Candidate(**c) for c in body.get("candidates", ()))
-        return cls(**body)
-
 
 def _pair_hash(rows: pd.DataFrame) -> str:
     return Measurements(rows).digest()
@@ -245,23 +238,82 @@ class FittedModels:
 
     @classmethod
     def load(cls, path: str | Path) -> FittedModels:
-        try:
-            body = json.loads(Path(path).read_text())
-        except OSError as exc:
-            raise ModelFileError(f"{path}: cannot read: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise ModelFileError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); write it "
-                                 f"with `wattsched fit DATA --out {Path(path).name}`") from None
+        """A file written by ``to_json``; errors name the file and the field."""
+        def error(field: str, problem: str) -> ModelFileError:
+            return ModelFileError(f"{path}: {field}: {problem}; write the file with "
+                                  f"`wattsched fit DATA --out {Path(path).name}`")
+
+        body = load_json(path, error)
         if not isinstance(body, dict) or body.get("format") != FILE_FORMAT:
-            raise ModelFileError(f"{path}: format: expected {FILE_FORMAT!r}; write the file with "
-                                 f"`wattsched fit`")
-        try:
-            models = [FittedModel.from_dict(m) for m in body["models"]]
-            return cls(models, float(body["gate_r2"]), int(body["folds"]), int(body["seed"]),
-                       str(body["data"]["hash"]), int(body["data"]["rows"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path}: models: malformed entry ({exc!r}); rewrite the file "
-                                 f"with `wattsched fit`") from None
+            raise error("format", f"expected {FILE_FORMAT!r}")
+        file = validate(_ModelsFile, body, error)
+        models = [FittedModel(**m.model_dump(exclude={"candidates"}),
+                              candidates=tuple(Candidate(**c.model_dump()) for c in m.candidates))
+                  for m in file.models]
+        return cls(models, file.gate_r2, file.folds, file.seed, file.data.hash, file.data.rows)
+
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _CandidateBody(StrictModel):
+    """Scores may be NaN (a form with no score); coefficients and domains may not."""
+
+    model_config = ConfigDict(allow_inf_nan=True)
+    form: str
+    r2: float
+    cv_r2: float
+    cv_mape: float
+    domain_min: float
+
+
+class _ModelBody(StrictModel):
+    """One FittedModel as ``to_dict`` writes it."""
+
+    model_config = ConfigDict(allow_inf_nan=True)
+    llm: str
+    device: str
+    tp: Annotated[int, Field(ge=1, le=MAX_TP)]
+    engine: str
+    target: Literal["energy_j", "runtime_s", "ttft_s", "itl_s"]
+    form: str
+    terms: tuple[str, ...]
+    coef: tuple[Finite, ...]
+    r2: float
+    r2_uncentred: float
+    cv_r2: float
+    cv_mape: float
+    rows: Annotated[int, Field(ge=0)]
+    refused: bool
+    reason: str
+    domain: dict[Literal["input_tokens", "output_tokens", "batch"], tuple[Finite, Finite]]
+    data_hash: str
+    energy_kind: Literal["gross", "idle_subtracted"]
+    idle_power_w: Annotated[Finite, Field(gt=0)] | None
+    candidates: tuple[_CandidateBody, ...] = ()
+
+    @model_validator(mode="after")
+    def _usable(self) -> _ModelBody:
+        if not self.refused and (self.form not in FORMS or len(self.terms) != len(self.coef)
+                                 or set(self.domain) != set(X_COLUMNS)):
+            raise field_error("form", f"an accepted fit needs a known form ({', '.join(FORMS)}), "
+                                      f"one coefficient per term and a domain over "
+                                      f"{', '.join(X_COLUMNS)}")
+        return self
+
+
+class _DataBody(StrictModel):
+    hash: str
+    rows: Annotated[int, Field(ge=0)]
+
+
+class _ModelsFile(StrictModel):
+    format: str
+    gate_r2: Annotated[float, Field(gt=0, le=1)]
+    folds: Annotated[int, Field(ge=2)]
+    seed: int
+    data: _DataBody
+    models: tuple[_ModelBody, ...]
 
 
 def fit_all(measurements: Measurements, *, gate: float = DEFAULT_GATE_R2,
