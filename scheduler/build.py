@@ -141,8 +141,8 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
     problem = Problem(
         horizon_s=workload.horizon_s,
         racks=tuple(Rack(solver_id(r.id), r.power_cap_w) for r in fleet.racks),
-        pools=tuple(Pool(solver_id(p.id), p.device, p.count, solver_id(p.rack))
-                    for p in fleet.pools),
+        pools=tuple(Pool(solver_id(p.id), p.device, p.count, solver_id(p.rack),
+                         p.price_per_hour) for p in fleet.pools),
         deployments=tuple(
             Deployment(
                 id=r.deployment, pool=solver_id(r.pool), llm=r.llm, tp=int(r.tp),
