@@ -17,16 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
-from sklearn.metrics import r2_score
-from sklearn.model_selection import GroupKFold
 
 from energy_models.errors import DomainWarning, ModelFileError
+from energy_models.fit_defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
 from energy_models.measurements import PAIR_KEY, Measurements
-from energy_models.regression import FORMS, design, domain_minimum, uncentred_r2
 
-DEFAULT_GATE_R2 = 0.96
-DEFAULT_FOLDS = 5
 MIN_CONFIGS = 3
 TIE_MAPE = 0.01
 """Forms whose CV MAPE is within this share of the best count as tied; the simplest wins."""
@@ -101,6 +96,8 @@ class FittedModel:
                                   f"(measured {lo:,.0f}-{hi:,.0f})")
             warnings.warn(f"{self.pair}: {self.target} asked for {'; '.join(beyond)}; "
                           f"extrapolating", DomainWarning, stacklevel=2)
+        from energy_models.regression import design
+
         return design(self.terms, X) @ np.asarray(self.coef)
 
     def to_dict(self) -> dict:
@@ -125,6 +122,10 @@ def _pair_hash(rows: pd.DataFrame) -> str:
 
 def _cross_validate(form: str, X: np.ndarray, y: np.ndarray, splits) -> np.ndarray | None:
     """Out-of-fold predictions, or None when a fold has fewer rows than the form has terms."""
+    from sklearn.base import clone
+
+    from energy_models.regression import FORMS
+
     estimator = FORMS[form](batch_terms=X[:, 2].min() != X[:, 2].max())
     oof = np.empty_like(y)
     for train, test in splits:
@@ -137,6 +138,13 @@ def _cross_validate(form: str, X: np.ndarray, y: np.ndarray, splits) -> np.ndarr
 def fit_target(rows: pd.DataFrame, target: str, *, gate: float = DEFAULT_GATE_R2,
                folds: int = DEFAULT_FOLDS, seed: int = 0) -> FittedModel:
     """Select, fit and gate one target of one pair (rows share PAIR_KEY)."""
+    # scikit-learn and the forms only where fitting happens: planning with fitted models
+    # (and the command line) need neither.
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import GroupKFold
+
+    from energy_models.regression import FORMS, domain_minimum, uncentred_r2
+
     rows = rows.loc[rows[target].notna()].sort_values([*list(X_COLUMNS), "config"], kind="stable")
     first = rows.iloc[0]
     X = rows.loc[:, list(X_COLUMNS)].to_numpy(float)

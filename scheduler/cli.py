@@ -1,4 +1,8 @@
-"""The ``wattsched`` command line."""
+"""The ``wattsched`` command line.
+
+Module-level imports stay light (typer, rich): ``wattsched --help`` must not wait for pandas,
+scikit-learn or the solvers; each command imports what it needs in its body.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,20 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from energy_models.catalog import devices, llms
-from energy_models.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
+from energy_models.fit_defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
 from energy_models.io import write_atomic
 from scheduler.cli_measure import measure, meters
 from scheduler.cli_predict import predict, rank_gpus
 from scheduler.console import err, user_errors, warnings_to_stderr, wide_console
 from scheduler.errors import InputError
-from scheduler.inventory import load_fleet
-from scheduler.pipeline import run_plan
-from scheduler.report import plan_document, render_tables, to_json, to_yaml
-from workloads.spec import load_workload
+
+if TYPE_CHECKING:
+    from energy_models.fitting import FittedModels
 
 app = typer.Typer(
     help="Plan energy-optimal LLM inference on heterogeneous GPU/CPU fleets.",
@@ -38,6 +40,8 @@ class Format(str, Enum):
 
 
 def load_models(path: Path | None) -> FittedModels | None:
+    from energy_models.fitting import FittedModels
+
     return None if path is None else FittedModels.load(path)
 
 
@@ -53,6 +57,11 @@ def plan(
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
 ) -> None:
     """Plan replicas and routing with the least energy, and compare with the baselines."""
+    from scheduler.inventory import load_fleet
+    from scheduler.pipeline import run_plan
+    from scheduler.report import plan_document, render_tables, to_json, to_yaml
+    from workloads.spec import load_workload
+
     with user_errors(), warnings_to_stderr():
         with err.status("loading fleet and workload") as status:
             fleet_spec = load_fleet(fleet)
@@ -274,6 +283,8 @@ def catalog(
 ) -> None:
     """List the catalogued GPUs, CPUs or LLMs with their key numbers."""
     from rich.table import Table
+
+    from energy_models.catalog import devices, llms
 
     table = Table(title=f"{kind.value} catalog")
     if kind is CatalogKind.llms:
