@@ -10,19 +10,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from energy_models.catalog.specs import DeviceSpec, LlmSpec, get_device, get_llm
+from energy_models.catalog.specs import get_device, get_llm
 from energy_models.cost import CostChain
+from energy_models.memory import (
+    RUNTIME_OVERHEAD_GB,
+    TP_DEGREES,
+    memory_need_gb,
+    usable_memory_gb,
+)
 from scheduler.errors import InputError
 from scheduler.inventory import Fleet
 from solvers.problem import DemandClass, Deployment, Pool, Problem, Rack
 from workloads.classes import bin_requests
 from workloads.spec import SLO_FIELDS, Workload
-
-# Share of device memory a serving engine may use (vLLM's gpu_memory_utilization default).
-MEMORY_UTILIZATION = 0.9
-# Activations, CUDA graphs and framework buffers per device.
-RUNTIME_OVERHEAD_GB = 1.5
-TP_DEGREES = (1, 2, 4, 8)
 
 
 def solver_id(text: str) -> str:
@@ -41,26 +41,6 @@ class Built:
     """Each request's class id."""
     deployments: pd.DataFrame
     """One row per deployment: ``deployment``, pool, device, llm, tp, batch, source, ..."""
-
-
-def memory_need_gb(llm: LlmSpec, batch: float, context_tokens: float, tp: int) -> float:
-    """Weights and KV cache per device, GB (without the runtime overhead)."""
-    return (llm.weight_gb + batch * context_tokens * llm.kv_bytes_per_token / 1e9) / tp
-
-
-def usable_memory_gb(device: DeviceSpec) -> float:
-    """What a serving engine may fill with weights and KV cache on one device."""
-    return device.memory_gb * MEMORY_UTILIZATION - RUNTIME_OVERHEAD_GB
-
-
-def memory_fit_problem(llm: LlmSpec, device: DeviceSpec, batch: float, context_tokens: float,
-                       tp: int) -> str | None:
-    """Why ``llm`` at ``batch`` and ``tp`` does not fit ``device``'s memory, or None."""
-    need_gb = memory_need_gb(llm, batch, context_tokens, tp)
-    if need_gb <= usable_memory_gb(device):
-        return None
-    return (f"{llm.name} at batch {batch:g} needs {need_gb:.0f} GB per device at tp {tp}; "
-            f"{device.name} offers {usable_memory_gb(device):.0f} GB to a serving engine")
 
 
 def _candidates(fleet: Fleet, context_tokens: float) -> pd.DataFrame:
@@ -191,8 +171,8 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
     problem = Problem(
         horizon_s=workload.horizon_s,
         racks=tuple(Rack(solver_id(r.id), r.power_cap_w) for r in fleet.racks),
-        pools=tuple(Pool(solver_id(p.id), p.device, p.count, solver_id(p.rack))
-                    for p in fleet.pools),
+        pools=tuple(Pool(solver_id(p.id), p.device, p.count, solver_id(p.rack),
+                         p.price_per_hour) for p in fleet.pools),
         deployments=tuple(
             Deployment(
                 id=r.deployment, pool=solver_id(r.pool), llm=r.llm, tp=int(r.tp),

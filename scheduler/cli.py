@@ -1,4 +1,8 @@
-"""The ``wattsched`` command line."""
+"""The ``wattsched`` command line.
+
+Module-level imports stay light (typer, rich): ``wattsched --help`` must not wait for pandas,
+scikit-learn or the solvers; each command imports what it needs in its body.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,13 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from energy_models.catalog.specs import get_device, get_llm
 from energy_models.io import write_atomic
-from energy_models.regression.fitting import DEFAULT_FOLDS, DEFAULT_GATE_R2, FittedModels
-from scheduler.build import memory_fit_problem
+from energy_models.regression.defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
 from scheduler.cli_measure import measure, meters
 from scheduler.cli_predict import predict, rank_gpus
 from scheduler.console import (
@@ -26,11 +28,10 @@ from scheduler.console import (
     wide_console,
 )
 from scheduler.errors import InputError
-from scheduler.inventory import load_fleet
-from scheduler.pipeline import run_plan
-from scheduler.report import plan_document, render_tables, to_json, to_yaml
 from solvers import MILP_SOLVERS
-from workloads.spec import load_workload
+
+if TYPE_CHECKING:
+    from energy_models.regression.fitting import FittedModels
 
 app = typer.Typer(
     help="Plan energy-optimal LLM inference on heterogeneous GPU/CPU fleets.",
@@ -64,6 +65,8 @@ class Format(str, Enum):
 
 
 def load_models(path: Path | None) -> FittedModels | None:
+    from energy_models.regression.fitting import FittedModels
+
     return None if path is None else FittedModels.load(path)
 
 
@@ -79,6 +82,11 @@ def plan(
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
 ) -> None:
     """Plan replicas and routing with the least energy, and compare with the baselines."""
+    from scheduler.inventory import load_fleet
+    from scheduler.pipeline import run_plan
+    from scheduler.report import plan_document, render_tables, to_json, to_yaml
+    from workloads.spec import load_workload
+
     with user_errors(), warnings_to_stderr():
         if not (math.isfinite(time_limit) and time_limit > 0):
             raise InputError("command line", "--time-limit",
@@ -223,7 +231,9 @@ def sweetspot(
 ) -> None:
     """The output length with the least energy per output token for one prompt length."""
     from energy_models.analytical.sweetspot import heat_map, sweet_spot
+    from energy_models.catalog.specs import get_device, get_llm
     from energy_models.cost import default_chain
+    from energy_models.memory import memory_fit_problem
 
     with user_errors(), warnings_to_stderr():
         if not (math.isfinite(input_tokens) and input_tokens > 0 and math.isfinite(batch)

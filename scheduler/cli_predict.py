@@ -8,26 +8,18 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
-import pandas as pd
 import typer
-from rich import box
-from rich.table import Table
 
-from energy_models.catalog.specs import LlmSpec, devices, get_device, get_llm
-from energy_models.predictor.model import (
-    INTERVAL_QUANTILES,
-    TARGETS,
-    Calibration,
-    Predictor,
-    baselines,
-    shipped_predictor,
-)
-from scheduler.build import TP_DEGREES, memory_fit_problem, memory_need_gb, usable_memory_gb
 from scheduler.console import err, user_errors, wide_console
 from scheduler.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from energy_models.catalog.specs import LlmSpec
+    from energy_models.predictor.model import Calibration, Predictor
 
 RANK_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 UNSEEN_TEXT = {"pair": "GPU and LLM both in the training data",
@@ -55,6 +47,7 @@ FormatOption = Annotated[PredictFormat, typer.Option("--format", help="What to p
 def _llm(llm: str | None, llm_config: Path | None) -> tuple[LlmSpec, dict[str, LlmSpec]]:
     """The LLM's spec and, for a config.json, the extra name the models must know."""
     from energy_models.catalog.hf_config import llm_from_config
+    from energy_models.catalog.specs import get_llm
 
     if (llm is None) == (llm_config is None):
         raise InputError("command line", "--llm/--llm-config", "give exactly one of them")
@@ -72,7 +65,9 @@ def _check_numbers(**values: float) -> None:
 
 
 def _calibration(path: Path | None, predictor: Predictor, engine: str) -> Calibration | None:
+    from energy_models.catalog.specs import get_device
     from energy_models.measurements.schema import read_table
+    from energy_models.predictor.model import Calibration
 
     if path is None:
         return None
@@ -120,6 +115,17 @@ def predict(
 ) -> None:
     """Mean power per GPU, inter-token latency and energy per output token, with uncertainty
     and WattGPU's baselines beside them."""
+    import pandas as pd
+
+    from energy_models.catalog.specs import get_device
+    from energy_models.memory import memory_fit_problem
+    from energy_models.predictor.model import (
+        INTERVAL_QUANTILES,
+        TARGETS,
+        baselines,
+        shipped_predictor,
+    )
+
     with user_errors():
         spec, extra = _llm(llm, llm_config)
         device = get_device(gpu)
@@ -166,6 +172,9 @@ def predict(
 
 
 def _print_prediction(doc: dict) -> None:
+    from rich import box
+    from rich.table import Table
+
     console = wide_console()
     title = (f"{doc['llm']} on {doc['gpu']} (tp {doc['tp']}, batch {doc['batch']:g}, "
              f"{doc['input_tokens']:g} -> {doc['output_tokens']:g} tokens, {doc['engine']} "
@@ -198,6 +207,13 @@ def rank_table(predictor: Predictor, spec: LlmSpec, extra: dict[str, LlmSpec], *
                calibration: Calibration | None) -> tuple[pd.DataFrame, list[dict]]:
     """Per catalogued GPU, the (tp, batch) with the least predicted J/token whose ITL meets the
     bound, best first; and the GPUs with none, each with the reason."""
+    import numpy as np
+    import pandas as pd
+
+    from energy_models.catalog.specs import devices
+    from energy_models.memory import TP_DEGREES, memory_need_gb, usable_memory_gb
+    from energy_models.predictor.model import TARGETS
+
     candidates, unranked = [], []
     for device in devices():
         if device.kind != "gpu":
@@ -248,6 +264,11 @@ def rank_gpus(
 ) -> None:
     """Rank every catalogued GPU for an LLM by predicted energy per output token, each at its
     best tensor-parallel degree and batch that meets the latency bound."""
+    from rich import box
+    from rich.table import Table
+
+    from energy_models.predictor.model import TARGETS, shipped_predictor
+
     with user_errors():
         spec, extra = _llm(llm, llm_config)
         _check_numbers(max_itl_ms=max_itl_ms, input_tokens=input_tokens,

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+import numpy as np
 
 from energy_models.cost import CostChain, default_chain
 from energy_models.regression.fitting import FittedModels
 from scheduler.build import Built, build_problem, check_context
 from scheduler.inventory import Fleet
+from scheduler.latency import price_latency
 from scheduler.plan import Plan, make_plan
 from solvers.baselines import BASELINES, run_baseline
 from solvers.errors import InfeasibleError
 from solvers.milp import solve_milp
+from solvers.problem import Solution
 from workloads.spec import Workload
 
 
@@ -64,16 +68,29 @@ def run_plan(
     problem = built.problem
     progress(f"solving: {len(problem.classes)} demand classes x "
              f"{len(problem.deployments)} candidate deployments")
-    solution = solve_milp(problem, solver=solver, time_limit_s=time_limit_s)
-    progress("checking the plan and predicting per-request latency")
-    plan = make_plan("optimised", built, solution, workload.requests, chain, fleet)
+    solutions = {"optimised": solve_milp(problem, solver=solver, time_limit_s=time_limit_s)}
     others: dict[str, Plan | str] = {}
     if baselines:
         for number, name in enumerate(BASELINES, start=1):
             progress(f"baseline {number}/{len(BASELINES)}: {name}")
             try:
-                others[name] = make_plan(name, built, run_baseline(name, problem),
-                                         workload.requests, chain, fleet)
+                solutions[name] = run_baseline(name, problem)
             except InfeasibleError as exc:
                 others[name] = "; ".join(exc.reasons)
+    progress("predicting per-request latency on the deployments the plans use")
+    latency = price_latency(chain, built.deployments, routed_deployments(built, solutions.values()),
+                            workload.requests)
+    progress("checking the plans")
+    plans = {name: make_plan(name, built, solution, workload.requests, latency)
+             for name, solution in solutions.items()}
+    plan = plans.pop("optimised")
+    others = {name: plans.get(name) or others[name] for name in BASELINES if baselines}
     return Outcome(built, plan, others, chain.notes())
+
+
+def routed_deployments(built: Built, solutions: Iterable[Solution]) -> list[str]:
+    """The deployments any of ``solutions`` routes requests to, in problem order."""
+    used = np.zeros(len(built.problem.deployments), dtype=bool)
+    for solution in solutions:
+        used |= (solution.routing > 0).any(axis=0)
+    return list(built.deployments.deployment.to_numpy()[used])

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from energy_models.cost import CostChain
-from scheduler.build import Built
-from scheduler.inventory import Fleet
+from scheduler.build import Built, solver_id
+from scheduler.latency import LatencyTable
 from solvers.checker import assert_valid
 from solvers.problem import Solution
 
@@ -55,20 +54,28 @@ class Plan:
 
 
 def _per_request_latency(
-    built: Built, routing: pd.DataFrame, requests: pd.DataFrame, chain: CostChain
+    built: Built, routing: pd.DataFrame, requests: pd.DataFrame, latency: LatencyTable
 ) -> pd.DataFrame:
-    """Each request priced on every deployment its class is routed to, with the route's share."""
-    shares = routing.assign(share=routing.requests / routing.groupby("class_id").requests
-                            .transform("sum"))
-    reqs = requests.assign(class_id=built.request_class.to_numpy())
-    rows = reqs.merge(shares[["class_id", "deployment", "share"]], on="class_id")
-    rows = rows.merge(
-        built.deployments[["deployment", "llm", "device", "tp", "batch", "power_cap_w"]],
-        on="deployment",
-    )
-    costs = chain.costs(rows)
-    return rows.assign(ttft_s=costs.ttft_s.to_numpy(), itl_s=costs.itl_s.to_numpy(),
-                       e2e_s=costs.runtime_s.to_numpy())
+    """Each request on every deployment its class is routed to, with the route's share of the
+    class and the request's TTFT, ITL and end-to-end latency there, looked up in ``latency``."""
+    request_class = built.request_class.to_numpy()
+    order = np.argsort(request_class, kind="stable")
+    names, starts = np.unique(request_class[order], return_index=True)
+    members = dict(zip(names, np.split(order, starts[1:]), strict=True))
+    routed = routing.groupby("class_id").requests.transform("sum").to_numpy()
+    inputs = requests["input_tokens"].to_numpy(float)
+    outputs = requests["output_tokens"].to_numpy(float)
+    parts = []
+    for route, class_id, deployment in zip(routing.index, routing.class_id, routing.deployment,
+                                           strict=True):
+        rows = members[class_id]
+        ttft, itl, e2e = latency.lookup(deployment, inputs[rows], outputs[rows])
+        parts.append(pd.DataFrame({
+            "request": rows, "class_id": class_id, "deployment": deployment,
+            "share": routing.requests.at[route] / routed[route], "ttft_s": ttft, "itl_s": itl,
+            "e2e_s": e2e,
+        }))
+    return pd.concat(parts, ignore_index=True)
 
 
 def make_plan(
@@ -76,10 +83,10 @@ def make_plan(
     built: Built,
     solution: Solution,
     requests: pd.DataFrame,
-    chain: CostChain,
-    fleet: Fleet,
+    latency: LatencyTable,
 ) -> Plan:
-    """Check ``solution`` with the independent checker, then summarise it."""
+    """Check ``solution`` with the independent checker, then summarise it; ``latency`` prices
+    its requests (it must cover every deployment the solution routes to)."""
     problem = built.problem
     report = assert_valid(problem, solution, source=name)
     deps = built.deployments.assign(replicas=solution.replicas.astype(int))
@@ -93,24 +100,20 @@ def make_plan(
         "deployment": deps.deployment.to_numpy()[d_idx],
         "requests": solution.routing[c_idx, d_idx],
     })
-    latency = _per_request_latency(built, routing, requests, chain)
+    latency_rows = _per_request_latency(built, routing, requests, latency)
     # built.classes rows are in problem.classes order.
-    limits = pd.DataFrame({
-        "class_id": built.classes.class_id.to_numpy(),
-        "slo_ttft_s": [c.slo_ttft_s for c in problem.classes],
-        "slo_itl_s": [c.slo_itl_s for c in problem.classes],
-        "slo_e2e_s": [c.slo_e2e_s for c in problem.classes],
-    })
-    latency = latency.merge(limits, on="class_id")
-    met = ((latency.ttft_s <= latency.slo_ttft_s) & (latency.itl_s <= latency.slo_itl_s)
-           & (latency.e2e_s <= latency.slo_e2e_s))
+    position = pd.Index(class_ids).get_indexer(latency_rows.class_id)
+    slo = {kind: np.array([getattr(c, f"slo_{kind}") for c in problem.classes])[position]
+           for kind in ("ttft_s", "itl_s", "e2e_s")}
+    met = np.logical_and.reduce([latency_rows[kind].to_numpy() <= slo[kind] for kind in slo])
+    share = latency_rows.share.to_numpy()
     n_requests = len(requests)
-    prices = {p.id: p.price_per_hour for p in fleet.pools}
+    prices = {p.id: p.price_per_hour for p in problem.pools}
     cost_usd = None
     if any(v is not None for v in prices.values()):
         hours = problem.horizon_s / 3600.0
-        cost_usd = float(sum((prices[p] or 0.0) * d * hours for p, d in zip(on.pool, on.devices,
-                                                                            strict=True)))
+        cost_usd = float(sum((prices[solver_id(p)] or 0.0) * d * hours
+                             for p, d in zip(on.pool, on.devices, strict=True)))
     return Plan(
         name=name,
         solution=solution,
@@ -123,8 +126,8 @@ def make_plan(
         energy_idle_j=report.energy_idle_j,
         peak_power_w=float((on.replicas * on.peak_power_w).sum()),
         devices_on=int(on.devices.sum()),
-        mean_ttft_s=float((latency.ttft_s * latency.share).sum() / n_requests),
-        mean_e2e_s=float((latency.e2e_s * latency.share).sum() / n_requests),
-        slo_attainment=float((met * latency.share).sum() / n_requests),
+        mean_ttft_s=float(np.dot(latency_rows.ttft_s.to_numpy(), share) / n_requests),
+        mean_e2e_s=float(np.dot(latency_rows.e2e_s.to_numpy(), share) / n_requests),
+        slo_attainment=float(np.dot(met, share) / n_requests),
         cost_usd=cost_usd,
     )

@@ -34,6 +34,8 @@ class Pool:
     device: str
     count: int
     rack: str
+    price_per_hour: float | None = None
+    """Price of one device for an hour, if known (plans report their cost from it)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,14 @@ def test_plan_default_benchmark(capsys):
     assert "ratio highs/cbc" in out
 
 
+def test_plan_speed_benchmark(capsys):
+    assert _main("plan_speed.py")(["--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "price latency grid" in out
+    assert "per-request latency, optimised plan (2000 requests)" in out
+    assert "speed-up" in out
+
+
 def test_regression_accuracy_benchmark(shared_data, capsys):
     assert _main("regression_accuracy.py")(["--data", str(shared_data)]) == 0
     out = capsys.readouterr().out

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from energy_models.catalog.specs import devices, get_device, get_llm
+from energy_models.memory import TP_DEGREES, memory_need_gb, usable_memory_gb
 from energy_models.predictor.model import TARGETS, shipped_predictor
-from scheduler.build import TP_DEGREES, memory_need_gb, usable_memory_gb
 from scheduler.cli import app
 
 runner = CliRunner()

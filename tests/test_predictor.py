@@ -157,6 +157,25 @@ def test_trees_copy_predicts_as_sklearn_including_missing_values(sklearn_model):
     np.testing.assert_allclose(trees.predict(x), sklearn_model.predict(x), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("max_leaf_nodes", [8, 20, 40])
+def test_trees_all_at_once_equal_walking_bit_for_bit(max_leaf_nodes):
+    """The packed evaluation (8-, 32- and 64-bit leaf masks) gives the walk's sums exactly."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(800, 4))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.3 * rng.normal(size=800)
+    x[rng.random(800) < 0.1, 1] = np.nan
+    model = HistGradientBoostingRegressor(max_iter=20, max_leaf_nodes=max_leaf_nodes,
+                                          min_samples_leaf=5, early_stopping=False,
+                                          random_state=0).fit(x, y)
+    trees = Trees.from_sklearn(model)
+    assert trees._packed is not None
+    probe = _probe(13)
+    np.testing.assert_array_equal(trees.predict(probe), trees.predict_by_walking(probe))
+    np.testing.assert_allclose(trees.predict(probe), model.predict(probe), rtol=0, atol=1e-12)
+
+
 def test_trees_json_round_trip_predicts_alike(sklearn_model):
     trees = Trees.from_sklearn(sklearn_model)
     body = json.loads(json.dumps(trees.to_dict()))

@@ -14,14 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import pandas as pd
 
 from energy_models.errors import MeterError
 from energy_models.meters.periodic import Periodic
 from energy_models.meters.rapl import RaplCounter, RaplPoller
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_SAMPLE_HZ = 10.0
 
@@ -109,6 +111,8 @@ class PowerSampler(Periodic):
             power = [list(row) for row in self._power]
         rows = [(t, gpu.cuda_index, row[i]) for t, row in zip(times, power, strict=True)
                 for i, gpu in enumerate(self.gpus)]
+        import pandas as pd
+
         return pd.DataFrame(rows, columns=["time_s", "gpu", "power_w"])
 
 

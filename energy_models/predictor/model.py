@@ -18,7 +18,7 @@ import gzip
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -252,6 +252,10 @@ class Trees:
     right: tuple[np.ndarray, ...]
     leaf: tuple[np.ndarray, ...]
     value: tuple[np.ndarray, ...]
+    _packed: _Packed | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_packed", _Packed.of(self))
 
     @classmethod
     def from_sklearn(cls, model) -> Trees:
@@ -270,6 +274,13 @@ class Trees:
         )
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        if self._packed is None:
+            return self.predict_by_walking(x)
+        return self._packed.predict(self.baseline, x)
+
+    def predict_by_walking(self, x: np.ndarray) -> np.ndarray:
+        """The same prediction, tree by tree and node by node (the reference; slow)."""
         x = np.asarray(x, dtype=float)
         total = np.full(len(x), self.baseline)
         rows = np.arange(len(x))
@@ -317,6 +328,133 @@ class Trees:
                 columns[name].append(np.array([node[k] for node in split], dtype=dtype))
         return cls(baseline=float(body["baseline"]),
                    **{name: tuple(arrays) for name, arrays in columns.items()})
+
+
+_MASK_DTYPES = ((8, np.uint8), (16, np.uint16), (32, np.uint32), (64, np.uint64))
+_CHUNK_ROWS = 256
+"""Rows evaluated together: small enough that the (rows, splits) arrays stay in cache."""
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """Every tree's splits in one (trees, splits) table, evaluated QuickScorer-style: each
+    split a row fails (goes right at) clears the leaves of its left subtree from the tree's
+    bitmask of leaves in left-to-right order, and the row ends in the leftmost leaf left. All
+    trees and splits are compared at once in numpy, with no walk from node to node; features
+    are compared as ranks among each feature's thresholds (small integers, same outcome)."""
+
+    feature: np.ndarray
+    """(trees * splits,) feature of each split."""
+    rank: np.ndarray
+    """(trees * splits,) the split's threshold's rank among its feature's thresholds; a row
+    goes left where its own rank (thresholds below its value) is at most this. Padding splits
+    carry the largest value: every row goes left."""
+    missing_left: np.ndarray
+    clear: np.ndarray
+    """(trees * splits,) the leaves that remain when a row goes right at the split."""
+    value: np.ndarray
+    """(trees, leaves) leaf values in left-to-right order."""
+    thresholds: dict[int, np.ndarray]
+    """Per feature split on, its distinct thresholds in ascending order."""
+    trees: int
+    splits: int
+
+    @classmethod
+    def of(cls, trees: Trees) -> _Packed | None:
+        """The packed layout, or None when a tree has more leaves than a 64-bit mask holds."""
+        n_leaves = max((int(leaf.sum()) for leaf in trees.leaf), default=0)
+        dtype = next((d for bits, d in _MASK_DTYPES if n_leaves <= bits), None)
+        if dtype is None or not trees.leaf:
+            return None
+        per_tree = [_tree_splits(trees, i) for i in range(len(trees.leaf))]
+        n_splits = max(1, max(len(splits) for splits, _ in per_tree))
+        shape = (len(per_tree), n_splits)
+        feature = np.zeros(shape, dtype=np.intp)
+        threshold = np.full(shape, np.inf)
+        missing_left = np.ones(shape, dtype=bool)
+        clear = np.full(shape, np.iinfo(dtype).max, dtype=dtype)
+        value = np.zeros((len(per_tree), max(1, n_leaves)))
+        for i, (splits, leaf_values) in enumerate(per_tree):
+            for k, (f, t, nan_left, keep) in enumerate(splits):
+                feature[i, k], threshold[i, k], missing_left[i, k] = f, t, nan_left
+                clear[i, k] = keep & int(np.iinfo(dtype).max)
+            value[i, :len(leaf_values)] = leaf_values
+        real = np.isfinite(threshold)
+        thresholds = {int(f): np.unique(threshold[real & (feature == f)])
+                      for f in np.unique(feature[real])}
+        most = max((len(t) for t in thresholds.values()), default=0)
+        rank_dtype = np.uint16 if most < np.iinfo(np.uint16).max else np.uint32
+        rank = np.full(shape, np.iinfo(rank_dtype).max, dtype=rank_dtype)
+        for f, values in thresholds.items():
+            at = real & (feature == f)
+            rank[at] = np.searchsorted(values, threshold[at])
+        return cls(feature.ravel(), rank.ravel(), missing_left.ravel(), clear.ravel(), value,
+                   thresholds, len(per_tree), n_splits)
+
+    def predict(self, baseline: float, x: np.ndarray) -> np.ndarray:
+        ranks = np.zeros(x.shape, dtype=self.rank.dtype)
+        for f, values in self.thresholds.items():
+            ranks[:, f] = np.searchsorted(values, x[:, f], side="left")
+        missing = np.isnan(x)
+        has_missing = bool(missing[:, list(self.thresholds)].any())
+        leaf_values = np.empty((self.trees, len(x)))
+        tree_ids = np.arange(self.trees)[:, None]
+        keep_all = self.clear.dtype.type(np.iinfo(self.clear.dtype).max)
+        for start in range(0, len(x), _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, len(x))
+            go_left = ranks[start:stop, self.feature] <= self.rank
+            if has_missing:
+                go_left = np.where(missing[start:stop, self.feature], self.missing_left,
+                                   go_left)
+            masks = self.clear | (go_left * keep_all)
+            remaining = np.bitwise_and.reduce(masks.reshape(stop - start, self.trees,
+                                                            self.splits), axis=2)
+            leaf_values[:, start:stop] = self.value[tree_ids, _lowest_bit(remaining).T]
+        # Tree by tree, in order: the same sums, bit for bit, as walking the trees.
+        total = np.full(len(x), baseline)
+        for values in leaf_values:
+            total += values
+        return total
+
+
+_LOWEST_BIT_16 = np.zeros(1 << 16, dtype=np.intp)
+_LOWEST_BIT_16[1:] = np.log2(np.arange(1, 1 << 16) & -np.arange(1, 1 << 16)).astype(np.intp)
+
+
+def _lowest_bit(masks: np.ndarray) -> np.ndarray:
+    """Index of the lowest set bit of each (non-zero) mask."""
+    if masks.dtype.itemsize <= 2:
+        return _LOWEST_BIT_16[masks]
+    return np.log2((masks & (~masks + 1)).astype(float)).astype(np.intp)
+
+
+def _tree_splits(trees: Trees, i: int) -> tuple[list[tuple[int, float, bool, int]],
+                                                list[float]]:
+    """Tree ``i``'s splits as (feature, threshold, NaN goes left, leaves kept when going
+    right), and its leaf values left to right."""
+    leaf, left, right = trees.leaf[i], trees.left[i], trees.right[i]
+    first: dict[int, int] = {}  # node -> index of its leftmost leaf
+    last: dict[int, int] = {}  # node -> one past its rightmost leaf
+    leaf_values: list[float] = []
+    stack: list[tuple[int, bool]] = [(0, False)]
+    while stack:  # Iterative post-order walk: children before their parent.
+        node, expanded = stack.pop()
+        if leaf[node]:
+            first[node], last[node] = len(leaf_values), len(leaf_values) + 1
+            leaf_values.append(float(trees.value[i][node]))
+        elif expanded:
+            first[node], last[node] = first[int(left[node])], last[int(right[node])]
+        else:
+            stack += [(node, True), (int(right[node]), False), (int(left[node]), False)]
+    splits = []
+    for node in first:
+        if not leaf[node]:
+            lo, hi = first[int(left[node])], last[int(left[node])]
+            keep = ~(((1 << (hi - lo)) - 1) << lo) & ((1 << 64) - 1)
+            splits.append((int(trees.feature[i][node]), float(trees.threshold[i][node]),
+                           bool(trees.missing_left[i][node]), keep))
+    return splits, leaf_values
+
 
 
 def fit_trees(x: pd.DataFrame, y: np.ndarray, seed: int = 0) -> Trees:

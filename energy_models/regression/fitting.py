@@ -19,17 +19,12 @@ from typing import Annotated, Literal
 import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field, model_validator
-from sklearn.base import clone
-from sklearn.metrics import r2_score
-from sklearn.model_selection import GroupKFold
 
 from energy_models.errors import DomainWarning, ModelFileError
 from energy_models.inputs import StrictModel, field_error, load_json, validate
 from energy_models.measurements.schema import MAX_TP, PAIR_KEY, Measurements
-from energy_models.regression.forms import FORMS, design, domain_minimum, uncentred_r2
+from energy_models.regression.defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
 
-DEFAULT_GATE_R2 = 0.96
-DEFAULT_FOLDS = 5
 MIN_CONFIGS = 3
 TIE_MAPE = 0.01
 """Forms whose CV MAPE is within this share of the best count as tied; the simplest wins."""
@@ -104,6 +99,8 @@ class FittedModel:
                                   f"(measured {lo:,.0f}-{hi:,.0f})")
             warnings.warn(f"{self.pair}: {self.target} asked for {'; '.join(beyond)}; "
                           f"extrapolating", DomainWarning, stacklevel=2)
+        from energy_models.regression.forms import design
+
         return design(self.terms, X) @ np.asarray(self.coef)
 
     def to_dict(self) -> dict:
@@ -118,6 +115,10 @@ def _pair_hash(rows: pd.DataFrame) -> str:
 
 def _cross_validate(form: str, X: np.ndarray, y: np.ndarray, splits) -> np.ndarray | None:
     """Out-of-fold predictions, or None when a fold has fewer rows than the form has terms."""
+    from sklearn.base import clone
+
+    from energy_models.regression.forms import FORMS
+
     estimator = FORMS[form](batch_terms=X[:, 2].min() != X[:, 2].max())
     oof = np.empty_like(y)
     for train, test in splits:
@@ -130,6 +131,13 @@ def _cross_validate(form: str, X: np.ndarray, y: np.ndarray, splits) -> np.ndarr
 def fit_target(rows: pd.DataFrame, target: str, *, gate: float = DEFAULT_GATE_R2,
                folds: int = DEFAULT_FOLDS, seed: int = 0) -> FittedModel:
     """Select, fit and gate one target of one pair (rows share PAIR_KEY)."""
+    # scikit-learn and the forms only where fitting happens: planning with fitted models
+    # (and the command line) need neither.
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import GroupKFold
+
+    from energy_models.regression.forms import FORMS, domain_minimum, uncentred_r2
+
     rows = rows.loc[rows[target].notna()].sort_values([*list(X_COLUMNS), "config"], kind="stable")
     first = rows.iloc[0]
     X = rows.loc[:, list(X_COLUMNS)].to_numpy(float)
@@ -294,6 +302,8 @@ class _ModelBody(StrictModel):
 
     @model_validator(mode="after")
     def _usable(self) -> _ModelBody:
+        from energy_models.regression.forms import FORMS
+
         if not self.refused and (self.form not in FORMS or len(self.terms) != len(self.coef)
                                  or set(self.domain) != set(X_COLUMNS)):
             raise field_error("form", f"an accepted fit needs a known form ({', '.join(FORMS)}), "
