@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
               suppress_health_check=list(HealthCheck))
     @given(case=cases())
     def run(case: Case) -> None:
+        if stop:
+            raise KeyboardInterrupt
         index = sum(counts.values())
         workdir = scratch / f"case{index}"
         outcome = run_case(case, workdir, limit_s=args.limit_s)
@@ -80,17 +83,27 @@ def main(argv: list[str] | None = None) -> int:
                 smallest[outcome.signature] = (case, outcome)
             if len(first) < FIRST_FAILURES:
                 first.append((case, outcome))
-        if (index + 1) % 250 == 0:
+        if (index + 1) % 50 == 0:
             print(f"  {index + 1} cases, {time.perf_counter() - start:.0f} s, "
                   f"{sum(signatures.values())} failures", file=sys.stderr, flush=True)
 
+    # Ctrl-C (SIGINT) finishes the case in hand, then reports the cases run so far; inside a
+    # case the CLI would turn it into its own exit code 1.
+    stop: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.append(True))
+    interrupted = False
     try:
         run()
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
+        signal.signal(signal.SIGINT, previous)
         shutil.rmtree(scratch, ignore_errors=True)
     elapsed = time.perf_counter() - start
 
     total = sum(counts.values())
+    if interrupted:
+        print(f"interrupted after {total} of {args.cases} cases")
     commands = sorted({c for c, _ in by_command})
     print(f"fuzz_cli: {total} cases, seed {args.seed}, {elapsed:.0f} s "
           f"({', '.join(f'{c} {seconds[c]:.0f} s' for c in commands)})")
