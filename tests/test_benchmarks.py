@@ -98,3 +98,12 @@ def test_predictor_accuracy_benchmark(shared_data, tmp_path, capsys):
     assert "calibration lowered the error in" in out
     assert main(["--data", str(tmp_path)]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_fuzz_cli_benchmark(tmp_path, capsys):
+    assert _main("fuzz_cli.py")(["--cases", "20", "--out-dir", str(tmp_path / "failures")]) == 0
+    out = capsys.readouterr().out
+    assert "fuzz_cli: 20 cases" in out
+    assert "exit 0, output checked" in out
+    assert "tracebacks" in out
+    assert "hangs" in out
