@@ -395,7 +395,7 @@ def analytical_rows(llm: str, device: str, batches: tuple[int, ...], noise: floa
     import numpy as np
     import pandas as pd
 
-    from energy_models.analytical import analytical_costs, shipped_constants
+    from energy_models.analytical.model import analytical_costs, shipped_constants
 
     m, n, b = np.meshgrid([64, 256, 1024, 2048], [16, 64, 256, 512], list(batches))
     work = pd.DataFrame({"llm": llm, "device": device, "input_tokens": m.ravel(),
@@ -698,7 +698,7 @@ def check_plan_doc(doc: Any, case: Case) -> list[str]:
 
 
 def check_fit_output(stdout: str, workdir: Path) -> list[str]:
-    from energy_models.fitting import FittedModels
+    from energy_models.regression.fitting import FittedModels
 
     rows = json.loads(stdout)
     problems = []
