@@ -98,8 +98,10 @@ def plan(
             fitted = load_models(models)
 
             def progress(message: str) -> None:
+                # Piped or logged, stderr keeps only warnings and errors: one line on failure.
                 status.update(message)
-                err.print(message, highlight=False)
+                if err.is_terminal:
+                    err.print(message, highlight=False)
 
             outcome = run_plan(fleet_spec, work, models=fitted, solver=solver.value,
                                time_limit_s=time_limit, baselines=baselines, progress=progress)

@@ -13,11 +13,15 @@ a ``Solution`` is converted back to joules by the caller.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,10 +251,30 @@ def solve(
     )
 
 
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 points at /dev/null while a solver runs.
+
+    HiGHS prints a banner from C on every solve, whatever ``msg`` says, straight to fd 1;
+    PuLP's own messages are off, so nothing of ours is lost.
+    """
+    sys.stdout.flush()
+    saved_fd = os.dup(1)
+    devnull_fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull_fd, 1)
+        yield
+    finally:
+        os.dup2(saved_fd, 1)
+        os.close(saved_fd)
+        os.close(devnull_fd)
+
+
 def _run(prob: pulp.LpProblem, backend: pulp.LpSolver, name: str) -> None:
     """Run ``backend`` on ``prob``, translating PuLP's solver failures into ours."""
     try:
-        prob.solve(backend)
+        with _native_stdout_silenced():
+            prob.solve(backend)
     except pulp.PulpSolverError as exc:
         raise SolverError(f"{name} failed: {exc}") from exc
 

@@ -615,7 +615,6 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-_PROGRESS = re.compile(r"^(\[\d\d:\d\d:\d\d\]| {10}) .*\S\s+\S+\.py:\d+$")
 _DROPPED = re.compile(r"^(left out \d+ row\(s\):|  .*|  \.\.\. and \d+ more .*)$")
 
 
@@ -623,7 +622,7 @@ def _error_line(stderr: str) -> tuple[str | None, list[str]]:
     """The one error line (or None) and the lines that are neither progress nor warnings."""
     lines = [line for line in stderr.splitlines() if line.strip()]
     informative = ("warning:", "models written to")
-    stray = [line for line in lines if not (_PROGRESS.match(line) or _DROPPED.match(line)
+    stray = [line for line in lines if not (_DROPPED.match(line)
                                             or line.startswith(informative))]
     errors = [line for line in stray if line.startswith("error:")]
     if len(errors) == 1 and stray == errors and lines[-1] == errors[0]:

@@ -167,7 +167,7 @@ def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Worklo
                                 f"{horizon_s:g} s; raise horizon_s")
     else:
         horizon_s = spec.horizon_s or 3600.0
-        requests = generate(list(spec.traffic or ()), horizon_s, spec.seed)
+        requests = generate(list(spec.traffic or ()), horizon_s, spec.seed, where)
     _known_kinds(spec, set(requests["kind"]), where)
     return Workload(
         name=spec.name or Path(where).stem,

@@ -90,13 +90,16 @@ def _tokens(u: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
     return np.maximum(1.0, np.round(_inverse_cdf(u, knots)))
 
 
-def generate(traffic: list[TrafficParams], horizon_s: float, seed: int) -> pd.DataFrame:
-    """Requests arriving over ``horizon_s`` seconds; the same seed gives the same table."""
+def generate(traffic: list[TrafficParams], horizon_s: float, seed: int,
+             where: str = "synthetic workload") -> pd.DataFrame:
+    """Requests arriving over ``horizon_s`` seconds; the same seed gives the same table.
+
+    ``where`` names the workload in errors (its file)."""
     if not 0 < horizon_s < float("inf"):
-        raise WorkloadError(f"synthetic workload: horizon_s: got {horizon_s}; must be positive")
+        raise WorkloadError(f"{where}: horizon_s: got {horizon_s}; must be positive")
     problem = volume_problem(traffic, horizon_s)
     if problem is not None:
-        raise WorkloadError("synthetic workload: {}: {}".format(*problem))
+        raise WorkloadError("{}: {}: {}".format(where, *problem))
     parts = []
     for k, params in enumerate(traffic):
         rng = np.random.default_rng([seed, k])
@@ -121,4 +124,8 @@ def generate(traffic: list[TrafficParams], horizon_s: float, seed: int) -> pd.Da
                 }
             )
         )
-    return validate_requests(pd.concat(parts, ignore_index=True), where="synthetic workload")
+    requests = pd.concat(parts, ignore_index=True)
+    if requests.empty:
+        raise WorkloadError(f"{where}: traffic: no request arrives within horizon_s = "
+                            f"{horizon_s:g} s at these rates; raise rate_rps or horizon_s")
+    return validate_requests(requests, where=where)
