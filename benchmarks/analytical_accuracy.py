@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from energy_models.analytical.fit import fit_shipped, stale_constants
+from energy_models.analytical.fit import fit_shipped_constants, stale_constants
 from energy_models.analytical.model import constants_to_json, shipped_constants
 from energy_models.io import write_atomic
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"skipped: {root} not found")
         return 0
-    constants, provenance, errors = fit_shipped(str(root))
+    constants, provenance, errors = fit_shipped_constants(str(root))
     print("Analytical model vs ML.ENERGY, median absolute % error per GPU (fitted constants)")
     print(errors[["engine", "device", "rows", "energy_mdape_pct", "time_mdape_pct"]]
           .to_string(index=False, float_format=lambda v: f"{v:.1f}"))

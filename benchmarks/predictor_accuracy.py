@@ -25,12 +25,12 @@ from energy_models.predictor.evaluation import (
     SPLITS,
     calibration_effect,
     choose_forms,
-    fit_shipped,
+    fit_shipped_predictor,
     mdape,
     out_of_fold,
     scores,
 )
-from energy_models.predictor.model import PREDICTOR_FILE, TARGETS, training_rows
+from energy_models.predictor.model import PREDICTED_TARGETS, PREDICTOR_FILE, training_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -59,7 +59,7 @@ def _targets(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], forms: dict[st
 
     checks = []
     if "gpu" in tables:
-        ours = {t: f"ours ({forms[t]})" for t in TARGETS}
+        ours = {t: f"ours ({forms[t]})" for t in PREDICTED_TARGETS}
         jpt = value("gpu", "energy_per_token_j", ours["energy_per_token_j"], "mdape_pct")
         checks += [
             ("LOGO J/token MdAPE <= 20 %", jpt, jpt <= 20),
@@ -73,12 +73,12 @@ def _targets(rows: pd.DataFrame, tables: dict[str, pd.DataFrame], forms: dict[st
              value("gpu", "itl_s", BASELINE["itl_s"], "error_ratio"),
              value("gpu", "itl_s", BASELINE["itl_s"], "error_ratio") >= 2.5),
         ]
-        for target in TARGETS:
+        for target in PREDICTED_TARGETS:
             tau = value("gpu", target, ours[target], "kendall_gpu")
             checks.append((f"LOGO Kendall tau of GPU ranking by {target} >= 0.8", tau,
                            tau >= 0.8))
     if "llm" in tables:
-        for target in TARGETS:
+        for target in PREDICTED_TARGETS:
             error = value("llm", target, f"ours ({forms[target]})", "mdape_pct")
             checks.append((f"LOLO {target} MdAPE <= 15 %", error, error <= 15))
     for name, measured, met in checks:
@@ -145,20 +145,20 @@ def main(argv: list[str] | None = None) -> int:
         in rows.groupby(["engine", "device"]).size().items()))
     start = time.perf_counter()
     if args.write:
-        predictor, oof, forms = fit_shipped(rows)
+        predictor, oof, forms = fit_shipped_predictor(rows)
     else:
         oof = {split: out_of_fold(rows, split) for split in splits}
         forms = (choose_forms(rows, oof["gpu"]) if "gpu" in oof
-                 else dict.fromkeys(TARGETS, "correction"))
+                 else dict.fromkeys(PREDICTED_TARGETS, "correction"))
     print(f"forms kept (lower leave-one-GPU-out MdAPE): {forms}; "
           f"{time.perf_counter() - start:.0f} s")
     tables = _print_scores(rows, oof, forms)
     _targets(rows, tables, forms)
     if "gpu" in oof:
-        by_stack = rows.assign(**{t: oof["gpu"][f"{t}:{forms[t]}"] for t in TARGETS})
+        by_stack = rows.assign(**{t: oof["gpu"][f"{t}:{forms[t]}"] for t in PREDICTED_TARGETS})
         print("\nleave-one-GPU-out MdAPE % per held-out GPU and stack:")
         per = [{"stack": engine, "gpu": device, "rows": len(group),
-                **{t: mdape(by_stack.loc[group.index, t], group[t]) for t in TARGETS}}
+                **{t: mdape(by_stack.loc[group.index, t], group[t]) for t in PREDICTED_TARGETS}}
                for (engine, device), group in rows.groupby(["engine", "device"])]
         print(pd.DataFrame(per).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
     if args.repeats > 0:

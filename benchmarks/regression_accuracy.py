@@ -27,7 +27,7 @@ from energy_models.regression.forms import PaperForm, design, uncentred_r2
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
-TARGETS = ("energy_j", "runtime_s")
+COMPARED_TARGETS = ("energy_j", "runtime_s")
 # The authors' coefficients (a0·m + a1·n + a2·m·n), as hard-coded in their routing scripts:
 # github.com/grantwilkins/energy-inference, plots/routing/routing-offline.py (commit 9237559)
 # for the A100 grid and the heterogeneous-datacenter scripts for the M1 Pro. Kept as printed:
@@ -65,7 +65,7 @@ def compare(table: pd.DataFrame, *, folds: int, gate: float) -> pd.DataFrame:
     rows = []
     for key, pair in table.groupby(list(PAIR_KEY), sort=True):
         X = pair.loc[:, list(X_COLUMNS)].to_numpy(float)
-        for target in TARGETS:
+        for target in COMPARED_TARGETS:
             y = pair[target].to_numpy(float)
             model = fit_target(pair, target, gate=gate, folds=folds)
             paper = PaperForm().fit(X, y)
@@ -118,7 +118,7 @@ def show_per_pair(title: str, result: pd.DataFrame) -> None:
     order = [f"{t}_{c}" for t in ("energy", "runtime") for c in (
         "paper_r2_unc", "paper_cv_r2", "paper_cv_mape", "form", "cv_r2", "cv_mape", "refused")]
     print(wide[order].to_string(float_format=lambda v: f"{v:.3g}"))
-    for target in TARGETS:
+    for target in COMPARED_TARGETS:
         part = result[result.target == target]
         print(f"{target}: {int((~part.refused).sum())} of {len(part)} pairs pass the gate; "
               f"median CV R² paper {part.paper_cv_r2.median():.3f}, selected "
@@ -143,7 +143,7 @@ def authors_m1(path: Path) -> dict[str, bool]:
 def summarise(result: pd.DataFrame) -> bool:
     """The grid's targets: medians of the selected form, negatives, reproduced coefficients."""
     ok = True
-    for target in TARGETS:
+    for target in COMPARED_TARGETS:
         part = result[result.target == target]
         r2, mape = part.cv_r2.median(), part.cv_mape.median()
         met = r2 >= TARGET_CV_R2 and mape <= TARGET_CV_MAPE

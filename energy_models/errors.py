@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-
 
 class EnergyModelError(Exception):
     """Base class of every error the energy-model layer raises."""
-
-
-class UnknownNameError(EnergyModelError, KeyError):
-    """A GPU, CPU or LLM name that no catalog knows; suggests the closest known name."""
-
-    def __init__(self, kind: str, name: str, known: list[str]):
-        self.kind = kind
-        self.name = name
-        close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=1, cutoff=0)
-        lookup = {k.lower(): k for k in known}
-        self.suggestion = lookup[close[0]] if close else None
-        hint = f"; did you mean {self.suggestion!r}?" if self.suggestion else ""
-        super().__init__(f"unknown {kind} {name!r}{hint}")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class CatalogError(EnergyModelError, ValueError):

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from energy_models.errors import MeterUnavailableError, UnknownNameError
+from energy_models.errors import MeterUnavailableError
 from energy_models.meters import (
     DEFAULT_SAMPLE_HZ,
     EnergyMonitor,
@@ -25,6 +25,7 @@ from energy_models.meters import (
     survey,
 )
 from energy_models.meters.rapl import DEFAULT_ROOT
+from energy_models.registry import UnknownNameError
 from scheduler.console import err, user_errors, wide_console
 from scheduler.errors import InputError
 
@@ -159,7 +160,7 @@ def measure(
 
     Writes rows in the measurement schema, which `wattsched fit` reads."""
     from energy_models.catalog.specs import get_device, get_llm
-    from energy_models.profiling.backends import make_backend
+    from energy_models.profiling.backends import BACKENDS, make_backend
     from energy_models.profiling.harness import (
         GRIDS,
         Grid,
@@ -180,6 +181,9 @@ def measure(
                 raise InputError("measure", name, f"{value:g} must be positive")
         if warmup < 0:
             raise InputError("measure", "--warmup", f"{warmup} cannot be negative")
+        if backend not in BACKENDS:
+            raise InputError("measure", "--backend", str(UnknownNameError(
+                "profiling backend", backend, list(BACKENDS))))
         for option, path in (("--out", out), ("--trace", trace)):
             if path is None:
                 continue

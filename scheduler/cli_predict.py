@@ -121,9 +121,9 @@ def predict(
     from energy_models.memory import memory_fit_problem
     from energy_models.predictor.model import (
         INTERVAL_QUANTILES,
-        TARGETS,
-        baselines,
+        PREDICTED_TARGETS,
         shipped_predictor,
+        wattgpu_baselines,
     )
 
     with user_errors():
@@ -148,14 +148,14 @@ def predict(
         if calibration is not None:
             predicted = calibration.apply(predicted)
         row = predicted.iloc[0]
-        base = baselines(work, extra).iloc[0]
+        base = wattgpu_baselines(work, extra).iloc[0]
         low, high = INTERVAL_QUANTILES
         doc = {
             "llm": spec.name, "gpu": device.name, "tp": tp, "batch": batch,
             "input_tokens": input_tokens, "output_tokens": output_tokens, "engine": engine,
             "unseen": row["unseen"], "interval": f"{low:.0%}-{high:.0%} of out-of-fold errors "
                                                  f"({UNSEEN_TEXT[row['unseen']]})",
-            **{key: value for target in TARGETS for key, value in (
+            **{key: value for target in PREDICTED_TARGETS for key, value in (
                 (target, float(row[target])),
                 (f"{target}_interval", _interval(row, target)))},
             "baselines": {column: float(value) for column, value in base.items()},
@@ -212,7 +212,7 @@ def rank_table(predictor: Predictor, spec: LlmSpec, extra: dict[str, LlmSpec], *
 
     from energy_models.catalog.specs import devices
     from energy_models.memory import TP_DEGREES, memory_need_gb, usable_memory_gb
-    from energy_models.predictor.model import TARGETS
+    from energy_models.predictor.model import PREDICTED_TARGETS
 
     candidates, unranked = [], []
     for device in devices():
@@ -229,7 +229,7 @@ def rank_table(predictor: Predictor, spec: LlmSpec, extra: dict[str, LlmSpec], *
                         "input_tokens": input_tokens, "output_tokens": output_tokens,
                         "engine": engine} for tp, batch in fitting]
     if not candidates:
-        return pd.DataFrame(columns=["rank", "device", *TARGETS]), unranked
+        return pd.DataFrame(columns=["rank", "device", *PREDICTED_TARGETS]), unranked
     work = pd.DataFrame(candidates)
     predicted = predictor.predict(work, extra)
     if calibration is not None:
@@ -267,7 +267,7 @@ def rank_gpus(
     from rich import box
     from rich.table import Table
 
-    from energy_models.predictor.model import TARGETS, shipped_predictor
+    from energy_models.predictor.model import PREDICTED_TARGETS, shipped_predictor
 
     with user_errors():
         spec, extra = _llm(llm, llm_config)
@@ -285,9 +285,9 @@ def rank_gpus(
                    "ranked": [{
                        "rank": int(r["rank"]), "gpu": r["device"], "tp": int(r["tp"]),
                        "batch": int(r["batch"]), "unseen": r["unseen"],
-                       **{t: float(r[t]) for t in TARGETS},
+                       **{t: float(r[t]) for t in PREDICTED_TARGETS},
                        **{f"{t}_interval": [float(r[f"{t}_low"]), float(r[f"{t}_high"])]
-                          for t in TARGETS if f"{t}_low" in r}}
+                          for t in PREDICTED_TARGETS if f"{t}_low" in r}}
                        for _, r in ranked.iterrows()],
                    "unranked": unranked}
             sys.stdout.write(json.dumps(doc, indent=2) + "\n")

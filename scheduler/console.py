@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from energy_models.errors import DomainWarning, EnergyModelError
+from energy_models.registry import UnknownNameError
 from scheduler.errors import InputError
 from solvers.errors import InfeasibleError, PlanRejected, SolverError
 from workloads.errors import WorkloadError
@@ -33,7 +34,7 @@ def user_errors() -> Iterator[None]:
                   + (f" (and {len(exc.reasons) - 1} more)" if len(exc.reasons) > 1 else ""),
                   highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except (InputError, WorkloadError, EnergyModelError, SolverError) as exc:
+    except (InputError, WorkloadError, EnergyModelError, SolverError, UnknownNameError) as exc:
         err.print(f"[red]error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

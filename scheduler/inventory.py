@@ -36,10 +36,10 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from energy_models.catalog.specs import get_device, get_llm
-from energy_models.errors import UnknownNameError
 from energy_models.inputs import StrictModel, field_error, validate
 from energy_models.inputs import load_yaml as _load_yaml
 from energy_models.inputs import parse_yaml as _parse_yaml
+from energy_models.registry import UnknownNameError
 from scheduler.errors import InputError
 
 MAX_POOL_DEVICES = 100_000

@@ -15,35 +15,22 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from solvers.errors import InfeasibleError, ProblemError, UnknownNameError
+from energy_models.registry import Registry
+from solvers.errors import InfeasibleError, ProblemError
 from solvers.problem import Problem, Solution
 
 Baseline = Callable[[Problem], Solution]
 
-BASELINES: dict[str, Baseline] = {}
+BASELINES: Registry[Baseline] = Registry("baseline")
 """Registered baselines by name."""
 
 DONE_REL = 1e-9
 """A class counts as fully routed once what is left is below this fraction of its count."""
 
 
-def register_baseline(name: str) -> Callable[[Baseline], Baseline]:
-    """Decorator adding a baseline to ``BASELINES`` under ``name``; refuses duplicate names."""
-
-    def register(function: Baseline) -> Baseline:
-        if name in BASELINES:
-            raise ValueError(f"baseline {name!r} is already registered")
-        BASELINES[name] = function
-        return function
-
-    return register
-
-
 def run_baseline(name: str, problem: Problem) -> Solution:
     """The plan of the baseline registered as ``name``."""
-    if name not in BASELINES:
-        raise UnknownNameError("baseline", name, sorted(BASELINES))
-    return BASELINES[name](problem)
+    return BASELINES.lookup(name)(problem)
 
 
 class _Fleet:
@@ -177,7 +164,7 @@ def _greedy_baseline(problem: Problem, name: str, key: Callable[[int, int], tupl
     return _finish(problem, name, _greedy_fill(problem, name, preferences), started_s)
 
 
-@register_baseline("performance_first")
+@BASELINES.register("performance_first")
 def performance_first(problem: Problem) -> Solution:
     """Fastest device first: each class prefers the pool where it finishes soonest, and in
     that pool the configuration serving the most requests per device (as an operator sizes
@@ -191,7 +178,7 @@ def performance_first(problem: Problem) -> Solution:
     )
 
 
-@register_baseline("accuracy_first")
+@BASELINES.register("accuracy_first")
 def accuracy_first(problem: Problem) -> Solution:
     """Largest model first: highest quality, then the most requests per device."""
     quality = [dep.quality for dep in problem.deployments]
@@ -216,14 +203,14 @@ def _best_per_pool(problem: Problem, latency_s: np.ndarray) -> np.ndarray:
     return best
 
 
-@register_baseline("consolidation")
+@BASELINES.register("consolidation")
 def consolidation(problem: Problem) -> Solution:
     """Fewest GPUs: lowest device-seconds per request (occupancy × tp) first."""
     per_device_s = _device_seconds(problem)
     return _greedy_baseline(problem, "consolidation", lambda i, k: (per_device_s[i, k],))
 
 
-@register_baseline("round_robin")
+@BASELINES.register("round_robin")
 def round_robin(problem: Problem) -> Solution:
     """Everything on, requests spread evenly.
 
@@ -391,7 +378,7 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     return float((lower + upper) / 2)
 
 
-@register_baseline("wilkins_threshold")
+@BASELINES.register("wilkins_threshold")
 def _wilkins_threshold_default(problem: Problem) -> Solution:
     """``wilkins_threshold`` with its default token proxy and threshold."""
     return wilkins_threshold(problem)

@@ -28,16 +28,6 @@ class PlanRejected(SolverError):  # noqa: N818 (public name, kept)
         super().__init__(f"plan from {source} rejected: " + "; ".join(violations[:5]))
 
 
-class UnknownNameError(SolverError, ValueError):
-    """A solver or baseline was asked for by a name nobody registered; ``known`` lists the names."""
-
-    def __init__(self, kind: str, name: str, known: list[str]):
-        self.kind = kind
-        self.name = name
-        self.known = known
-        super().__init__(f"unknown {kind} {name!r}; known: {', '.join(known)}")
-
-
 class NoSolutionError(SolverError):
     """The solver stopped (time limit, numerical trouble) before it found any plan."""
 

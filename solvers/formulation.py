@@ -21,15 +21,15 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pulp
 
-from solvers import MILP_SOLVERS
-from solvers.errors import SolverError, UnknownNameError
+from energy_models.registry import Registry
+from solvers.errors import SolverError
 from solvers.problem import Problem
 
 OBJECTIVE_SCALE_J = 1e3
@@ -194,10 +194,43 @@ def classify_status(status: int, sol_status: int) -> str:
     return "no_solution"
 
 
+MilpBackend = Callable[[pulp.LpProblem, float, float, int], tuple[str, "float | None"]]
+"""Runs a PuLP problem (time limit s, relative gap, threads); returns (status, MIP bound)."""
+
+MILP_BACKENDS: Registry[MilpBackend] = Registry("solver")
+"""By the names in ``solvers.MILP_SOLVERS``, which the command line offers."""
+
+
+@MILP_BACKENDS.register("highs")
+def _solve_highs(prob: pulp.LpProblem, time_limit_s: float, gap_rel: float,
+                 threads: int) -> tuple[str, float | None]:
+    _run(prob, pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap_rel, threads=threads),
+         "highs")
+    status = classify_status(prob.status, prob.sol_status)
+    return status, _highs_bound(prob) if status in ("optimal", "feasible") else None
+
+
+@MILP_BACKENDS.register("cbc")
+def _solve_cbc(prob: pulp.LpProblem, time_limit_s: float, gap_rel: float,
+               threads: int) -> tuple[str, float | None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "cbc.log"
+        with warnings.catch_warnings():
+            # PuLP 3 deprecates its bundled CBC, the only CBC we can count on being there.
+            warnings.filterwarnings("ignore", "PULP_CBC_CMD", DeprecationWarning)
+            backend = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=gap_rel,
+                                        threads=threads, logPath=str(log_path))
+        _run(prob, backend, "cbc")
+        log = log_path.read_text()
+    status = classify_status(prob.status, prob.sol_status)
+    if status not in ("optimal", "feasible"):
+        return status, None
+    return status, _cbc_bound(log, status, pulp.value(prob.objective), gap_rel)
+
+
 def resolve_solver(solver: str) -> str:
     """The solver that will actually run: HiGHS when asked for and installed, else CBC."""
-    if solver not in MILP_SOLVERS:
-        raise UnknownNameError("solver", solver, list(MILP_SOLVERS))
+    MILP_BACKENDS.lookup(solver)
     if solver == "highs" and not pulp.HiGHS().available():
         return "cbc"
     return solver
@@ -215,35 +248,7 @@ def solve(
     """
     used = resolve_solver(solver)
     started = time.perf_counter()
-    if used == "highs":
-        _run(
-            prob,
-            pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=gap_rel, threads=threads),
-            used,
-        )
-        status = classify_status(prob.status, prob.sol_status)
-        bound = _highs_bound(prob) if status in ("optimal", "feasible") else None
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            log_path = Path(tmp) / "cbc.log"
-            with warnings.catch_warnings():
-                # PuLP 3 deprecates its bundled CBC, the only CBC we can count on being there.
-                warnings.filterwarnings("ignore", "PULP_CBC_CMD", DeprecationWarning)
-                backend = pulp.PULP_CBC_CMD(
-                    msg=False,
-                    timeLimit=time_limit_s,
-                    gapRel=gap_rel,
-                    threads=threads,
-                    logPath=str(log_path),
-                )
-            _run(prob, backend, used)
-            log = log_path.read_text()
-        status = classify_status(prob.status, prob.sol_status)
-        bound = (
-            _cbc_bound(log, status, pulp.value(prob.objective), gap_rel)
-            if status in ("optimal", "feasible")
-            else None
-        )
+    status, bound = MILP_BACKENDS[used](prob, time_limit_s, gap_rel, threads)
     elapsed_s = time.perf_counter() - started
     objective = pulp.value(prob.objective) if status in ("optimal", "feasible") else None
     return SolveOutcome(

@@ -8,14 +8,15 @@ import pytest
 from energy_models.analytical.fit import (
     CONSTANT_RTOL,
     fit_engine,
-    fit_shipped,
+    fit_shipped_constants,
     mdape,
     stale_constants,
 )
 from energy_models.analytical.model import analytical_costs, shipped_constants
 from energy_models.cost import AnalyticalSource, CostChain, default_chain
-from energy_models.errors import CalibrationError, UnknownNameError
+from energy_models.errors import CalibrationError
 from energy_models.measurements.mlenergy import load_v2
+from energy_models.registry import UnknownNameError
 
 VLLM = shipped_constants()["vllm"]
 
@@ -107,7 +108,8 @@ def test_fit_recovers_constants_from_synthetic_measurements():
 
 
 def test_shipped_constants_are_the_fit_of_the_shared_data(shared_data):
-    constants, provenance, errors = fit_shipped(str(shared_data / "mlenergy-leaderboard-v1v2"))
+    root = shared_data / "mlenergy-leaderboard-v1v2"
+    constants, provenance, errors = fit_shipped_constants(str(root))
     assert stale_constants(shipped_constants(), constants) == []
     assert provenance["fits"]["vllm"]["rows"] > 250
     assert set(errors.device) >= {"A100-40GB", "H100-SXM", "V100", "A40"}

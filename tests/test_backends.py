@@ -10,13 +10,14 @@ from energy_models.errors import MeasurementError, MeterUnavailableError
 from energy_models.measurements.schema import read_table
 from energy_models.meters import EnergyMonitor, nvml
 from energy_models.profiling.backends import (
+    BACKENDS,
     hf_config,
     llama_parameters,
     make_backend,
-    register,
     tied_embeddings,
 )
 from energy_models.profiling.harness import Grid, IdlePolicy, ProfileSettings, profile
+from energy_models.registry import UnknownNameError
 from tests.fakes import FakeGpu, FakeNvml
 
 _SHAPE = dataclasses.replace(get_llm("llama-3.2-1b"), layers=2, hidden_size=64, heads=4,
@@ -25,12 +26,12 @@ TINY = dataclasses.replace(_SHAPE, params_b=llama_parameters(_SHAPE, tied=False)
 
 
 def test_registry_refuses_a_second_backend_of_the_same_name():
-    with pytest.raises(ValueError, match="registered twice"):
-        register("hf-random")(lambda llm: None)
+    with pytest.raises(ValueError, match="'hf-random' is already registered"):
+        BACKENDS.register("hf-random")(lambda llm: None)
 
 
 def test_unknown_backend_lists_the_known_ones():
-    with pytest.raises(MeasurementError, match="hf-random"):
+    with pytest.raises(UnknownNameError, match="known: hf-random"):
         make_backend("trt-llm", get_llm("llama-3.1-8b"))
 
 

@@ -20,7 +20,8 @@ from energy_models.catalog.specs import (
     get_llm,
     llms,
 )
-from energy_models.errors import CatalogError, UnknownNameError
+from energy_models.errors import CatalogError
+from energy_models.registry import UnknownNameError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MLENERGY = SHARED / "data" / "mlenergy-leaderboard-v1v2"

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from energy_models.catalog.specs import devices, get_device, get_llm
 from energy_models.memory import TP_DEGREES, memory_need_gb, usable_memory_gb
-from energy_models.predictor.model import TARGETS, shipped_predictor
+from energy_models.predictor.model import PREDICTED_TARGETS, shipped_predictor
 from scheduler.cli import app
 
 runner = CliRunner()
@@ -62,7 +62,7 @@ def test_predict_json_for_a_catalogued_llm_on_an_unseen_gpu():
     assert doc["calibration"] is None
     b200 = get_device("B200")
     assert 0.5 * b200.idle_w < doc["power_w"] < 1.2 * b200.tdp_w
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         assert isinstance(doc[target], float)
         assert doc[target] > 0
         low, high = doc[f"{target}_interval"]
@@ -75,7 +75,7 @@ def test_predict_json_for_a_catalogued_llm_on_an_unseen_gpu():
     work = pd.DataFrame([{"llm": "llama-3.1-8b", "device": "B200", "input_tokens": 256,
                           "output_tokens": 256, "batch": 32, "tp": 1, "engine": "vllm"}])
     row = shipped_predictor().predict(work).iloc[0]
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         assert doc[target] == pytest.approx(row[target], rel=1e-12)
 
 
@@ -101,7 +101,7 @@ def test_predict_llm_config_outside_the_catalog_on_l40s(tmp_path):
     assert doc["unseen"] == "gpu"
     l40s = get_device("L40S")
     assert 0.5 * l40s.idle_w < doc["power_w"] < 1.2 * l40s.tdp_w
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         low, high = doc[f"{target}_interval"]
         assert 0 < low <= doc[target] <= high
     # On a GPU of the training data, the LLM is what is unseen; the folder works too.
@@ -133,7 +133,7 @@ def test_predict_with_calibration_rescales_by_the_fitted_factors(tmp_path):
     factors = calibration["factors"]
     for target, factor in MEASURED_FACTORS.items():
         assert factors[target] == pytest.approx(factor, rel=1e-9)
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         assert doc[target] == pytest.approx(plain[target] * factors[target], rel=1e-9)
         for got, was in zip(doc[f"{target}_interval"], plain[f"{target}_interval"],
                             strict=True):
@@ -143,7 +143,7 @@ def test_predict_with_calibration_rescales_by_the_fitted_factors(tmp_path):
     assert result.exit_code == 0, result.output
     line = " ".join(result.stderr.split())
     assert "calibrated to 3 measured rows on A100-40GB" in line
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         assert f"{target} x{factors[target]:.3f}" in line
     assert "itl_s x0.800" in line
     assert "energy_per_token_j x1.500" in line

@@ -34,18 +34,18 @@ from energy_models.predictor.evaluation import (
 )
 from energy_models.predictor.model import (
     FEATURES,
+    PREDICTED_TARGETS,
     STACKS,
-    TARGETS,
     Calibration,
     Predictor,
     Trees,
     analytical_targets,
-    baselines,
     features,
     load_rho,
     measured_targets,
     shipped_predictor,
     training_rows,
+    wattgpu_baselines,
 )
 
 CONSTANTS = {stack: shipped_constants()[stack] for stack in STACKS}
@@ -53,9 +53,9 @@ LLMS = ("llama-3.1-8b", "mistral-7b", "gemma-2-9b")
 GPUS = ("A100-40GB", "H100-SXM")
 BATCHES = (1, 8, 32, 64)
 BASE_FACTORS = {"power_w": 1.1, "itl_s": 0.9, "energy_per_token_j": 1.2}
-INTERVALS = {"pair": dict.fromkeys(TARGETS, (-0.1, 0.1)),
-             "gpu": dict.fromkeys(TARGETS, (-0.3, 0.25)),
-             "llm": dict.fromkeys(TARGETS, (-0.2, 0.15))}
+INTERVALS = {"pair": dict.fromkeys(PREDICTED_TARGETS, (-0.1, 0.1)),
+             "gpu": dict.fromkeys(PREDICTED_TARGETS, (-0.3, 0.25)),
+             "llm": dict.fromkeys(PREDICTED_TARGETS, (-0.2, 0.15))}
 CALIBRATION_FACTORS = {"power_w": 1.3, "itl_s": 0.8, "energy_per_token_j": 1.5}
 
 
@@ -82,7 +82,7 @@ def synthetic_rows() -> pd.DataFrame:
     grid = grid.assign(tp=1, config="synthetic", source="synthetic")
     analytical = analytical_targets(grid, CONSTANTS)
     rows = grid.assign(**{t: analytical[t].to_numpy() * _truth_factor(grid, t)
-                          for t in TARGETS})
+                          for t in PREDICTED_TARGETS})
     return rows.assign(engine_version=rows["engine"].map(lambda e: STACKS[e]["version"]),
                        itl_definition=rows["engine"].map(lambda e: STACKS[e]["itl_definition"]))
 
@@ -203,7 +203,7 @@ def test_trees_leaf_and_split_node_layout():
 def test_predictor_learns_the_synthetic_correction(rows, predictor):
     predicted = predictor.predict(rows)
     analytical = analytical_targets(rows, CONSTANTS)
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         values = predicted[target].to_numpy()
         assert np.isfinite(values).all()
         assert (values > 0).all()
@@ -253,7 +253,7 @@ def test_predictor_intervals_bracket_the_value(predictor):
     work = pd.concat([_work(), _work(device="B200"), _work("qwen3-8b", batch=1)],
                      ignore_index=True)
     predicted = predictor.predict(work)
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         low, value, high = (predicted[f"{target}{s}"].to_numpy() for s in ("_low", "", "_high"))
         assert (low <= value).all()
         assert (value <= high).all()
@@ -266,7 +266,7 @@ def test_predictor_intervals_bracket_the_value(predictor):
 def test_predictor_without_intervals_has_no_interval_columns(rows):
     bare = Predictor.fit(rows.iloc[::2], constants=CONSTANTS)
     predicted = bare.predict(_work())
-    assert set(predicted.columns) == {*TARGETS, "unseen"}
+    assert set(predicted.columns) == {*PREDICTED_TARGETS, "unseen"}
 
 
 def test_predictor_refuses_an_unknown_stack_in_one_line(predictor):
@@ -321,7 +321,7 @@ def test_baselines_by_hand(batch, rho):
     # llama-3.1-8b: 8.03 B parameters, 32 layers x 8 KV heads x 128 dims x 2 bytes x (K, V)
     # = 131072 bytes per token. H100-SXM: 700 W, 3350 GB/s.
     work = _work(batch=batch, tp=2, input_tokens=100, output_tokens=50)
-    b = baselines(work).iloc[0]
+    b = wattgpu_baselines(work).iloc[0]
     power = rho * 700.0
     itl = 2 * 8.03 / (2 * 3350.0)
     kv_gb = batch * (100 + 25) * 0.131072 / 1e3
@@ -339,7 +339,7 @@ def test_baselines_by_hand(batch, rho):
 def test_baselines_take_a_given_rho_and_extra_llms(tmp_path):
     spec = llm_from_config(_qwen3_config(tmp_path))
     work = _work(spec.name, "L40S", batch=8)
-    b = baselines(work, {spec.name: spec}, rho=np.array([0.2])).iloc[0]
+    b = wattgpu_baselines(work, {spec.name: spec}, rho=np.array([0.2])).iloc[0]
     assert b["tdp_power_w"] == pytest.approx(0.2 * 350.0)
     assert b["roofline_itl_s"] == pytest.approx(2 * spec.params_b / 864.0)
 
@@ -383,7 +383,7 @@ def _qwen3_config(tmp_path) -> str:
 def test_shipped_predictor_loads_and_names_its_data():
     shipped = shipped_predictor()
     assert shipped.stacks == ("hf", "vllm")
-    assert set(shipped.forms) == set(TARGETS)
+    assert set(shipped.forms) == set(PREDICTED_TARGETS)
     assert set(shipped.intervals) == {"pair", "gpu", "llm"}
     assert "B200" not in shipped.seen_gpus
     assert "L40S" not in shipped.seen_gpus
@@ -399,7 +399,7 @@ def test_shipped_predictor_on_unseen_gpus_and_an_unseen_llm(tmp_path):
                      ignore_index=True)
     predicted = shipped_predictor().predict(work, {spec.name: spec})
     assert predicted["unseen"].tolist() == ["gpu", "gpu", "gpu", "llm"]
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         values = predicted[target].to_numpy()
         assert np.isfinite(values).all()
         assert (values > 0).all()
@@ -449,7 +449,7 @@ def test_calibration_recovers_known_factors(predictor):
     assert calibration.points == 3
     assert calibration.device == "L40S"
     assert calibration.stack == "vllm"
-    assert set(calibration.factors) == set(TARGETS)
+    assert set(calibration.factors) == set(PREDICTED_TARGETS)
     for target, factor in CALIBRATION_FACTORS.items():
         assert calibration.factors[target] == pytest.approx(factor, rel=1e-6)
 
@@ -584,7 +584,7 @@ def test_mean_kendall_perfect_reversed_and_single_gpu_groups():
 
 
 def test_choose_forms_and_residual_intervals_by_hand():
-    rows = pd.DataFrame({t: np.full(10, 2.0) for t in TARGETS})
+    rows = pd.DataFrame({t: np.full(10, 2.0) for t in PREDICTED_TARGETS})
     ratios = np.linspace(0.8, 1.25, 10)
     oof = pd.DataFrame({
         "power_w:correction": 2.0 * ratios, "power_w:raw": 2.0 * ratios * 1.5,
@@ -597,7 +597,7 @@ def test_choose_forms_and_residual_intervals_by_hand():
                      "energy_per_token_j": "correction"}
     intervals = residual_intervals(rows, {"gpu": oof}, forms)
     log_ratio = np.log(1 / ratios)
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         lo, hi = intervals["gpu"][target]
         assert lo == pytest.approx(np.quantile(log_ratio, 0.1))
         assert hi == pytest.approx(np.quantile(log_ratio, 0.9))
@@ -626,13 +626,13 @@ def test_calibration_effect_recovers_a_new_stack(rows):
 def test_out_of_fold_predictions_come_from_the_fold_that_held_the_row_out(rows):
     subset = rows[rows["engine"] == "vllm"].reset_index(drop=True)
     oof = out_of_fold(subset, "gpu")
-    assert set(oof.columns) == {f"{t}:{f}" for t in TARGETS
+    assert set(oof.columns) == {f"{t}:{f}" for t in PREDICTED_TARGETS
                                 for f in ("correction", "raw", "analytical")}
     assert np.isfinite(oof.to_numpy()).all()
     held = (subset["device"] == "H100-SXM").to_numpy()
     train = subset.loc[~held]
-    refit = Predictor.fit(train, dict.fromkeys(TARGETS, "raw")).predict(subset.loc[held])
-    for target in TARGETS:
+    refit = Predictor.fit(train, dict.fromkeys(PREDICTED_TARGETS, "raw")).predict(subset.loc[held])
+    for target in PREDICTED_TARGETS:
         np.testing.assert_allclose(oof.loc[held, f"{target}:raw"], refit[target], rtol=1e-9)
 
 
@@ -652,7 +652,7 @@ def test_training_rows_from_mlenergy(mlenergy_rows):
         assert (rows[column].str.len() > 0).all()
     assert rows.groupby("engine")["engine_version"].nunique().eq(1).all()
     assert (rows.loc[rows["engine"] == "hf", "batch"] == 1).all()
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         assert (rows[target] > 0).all()
     tdp = rows["device"].map(lambda name: get_device(name).tdp_w)
     assert (rows["power_w"] < 1.05 * tdp).all()

@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from energy_models.regression.forms import (
-    FORMS,
+    REGRESSION_FORMS,
     PaperForm,
     RelativeQuadraticForm,
     SweetSpotForm,
@@ -25,9 +25,9 @@ GRID = np.array([(m, n) for m in (8, 32, 128, 512, 2048) for n in (8, 32, 128, 5
                 dtype=float)
 
 
-@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("form", list(REGRESSION_FORMS))
 def test_each_form_recovers_its_own_coefficients(form):
-    estimator = FORMS[form]()
+    estimator = REGRESSION_FORMS[form]()
     terms = estimator.terms()
     truth = np.linspace(0.5, 2.0, len(terms)) * 10.0 ** -np.arange(len(terms))
     y = design(terms, GRID) @ truth
@@ -64,7 +64,7 @@ def test_relative_quadratic_stays_non_negative_where_the_plain_one_does_not():
     # Steep growth at long outputs pulls an unweighted quadratic negative at short ones.
     m, n = GRID[:, 0], GRID[:, 1]
     y = 5 + 0.02 * m + 0.3 * n + 4e-5 * n**3 / 10
-    plain = FORMS["quadratic"]().fit(GRID, y)
+    plain = REGRESSION_FORMS["quadratic"]().fit(GRID, y)
     constrained = RelativeQuadraticForm().fit(GRID, y)
     box = ((8, 2048), (8, 2048), (1, 1))
     assert domain_minimum(plain.terms_, plain.coef_, *box) < 0

@@ -12,10 +12,11 @@ import numpy as np
 import pulp
 import pytest
 
+from energy_models.registry import UnknownNameError
 from solvers import formulation
 from solvers.checker import assert_valid
 from solvers.diagnose import explain_infeasibility
-from solvers.errors import InfeasibleError, NoSolutionError, UnknownNameError
+from solvers.errors import InfeasibleError, NoSolutionError
 from solvers.milp import solve_milp
 from solvers.problem import DemandClass, Deployment, Pool, Problem, Rack
 
@@ -426,3 +427,10 @@ def test_zero_demand_needs_nothing():
     assert solution.objective_j == 0.0
     assert solution.gap == 0.0
     assert math.isfinite(solution.bound_j)
+
+
+def test_the_command_line_offers_exactly_the_registered_milp_backends():
+    from solvers import MILP_SOLVERS
+    from solvers.formulation import MILP_BACKENDS
+
+    assert tuple(MILP_BACKENDS) == MILP_SOLVERS

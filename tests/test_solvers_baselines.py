@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from energy_models.registry import UnknownNameError
 from solvers import baselines
-from solvers.baselines import BASELINES, register_baseline, run_baseline, wilkins_threshold
+from solvers.baselines import BASELINES, run_baseline, wilkins_threshold
 from solvers.checker import assert_valid
-from solvers.errors import InfeasibleError, ProblemError, UnknownNameError
+from solvers.errors import InfeasibleError, ProblemError
 from solvers.problem import DemandClass, Pool, Problem, Rack
 from tests.test_solvers import dep, make_problem
 
@@ -67,11 +68,12 @@ def test_registry_holds_the_operator_rules():
 
 def test_registry_refuses_duplicate_names():
     with pytest.raises(ValueError, match="'consolidation' is already registered"):
-        register_baseline("consolidation")(lambda problem: None)
+        BASELINES.register("consolidation")(lambda problem: None)
 
 
 def test_unknown_baseline_lists_the_known_names():
-    with pytest.raises(UnknownNameError, match="known: accuracy_first, consolidation"):
+    known = "known: performance_first, accuracy_first, consolidation, round_robin, wilkins"
+    with pytest.raises(UnknownNameError, match=known):
         run_baseline("random_walk", fleet_problem())
 
 

@@ -136,7 +136,9 @@ ASSUMED_CPU = EngineConstants(
 )
 
 
-def fit_shipped(mlenergy_root: str) -> tuple[dict[str, EngineConstants], dict, pd.DataFrame]:
+def fit_shipped_constants(
+    mlenergy_root: str,
+) -> tuple[dict[str, EngineConstants], dict, pd.DataFrame]:
     """Fit ``vllm`` on ML.ENERGY v2 and ``hf`` on v1; return constants, provenance, errors."""
     from energy_models.measurements.mlenergy import ASSUMED_INPUT_TOKENS, load_v1, load_v2
 

@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from energy_models.errors import CatalogError, UnknownNameError
+from energy_models.errors import CatalogError
+from energy_models.registry import UnknownNameError
 
 
 @dataclass(frozen=True)

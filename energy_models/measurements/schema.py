@@ -41,8 +41,9 @@ import numpy as np
 import pandas as pd
 
 from energy_models.catalog.specs import get_device, get_llm
-from energy_models.errors import MeasurementError, UnknownNameError
+from energy_models.errors import MeasurementError
 from energy_models.inputs import MAX_TABLE_BYTES, message_error, read_bytes, short
+from energy_models.registry import UnknownNameError
 
 MEASUREMENT_COLUMNS = (
     "llm", "device", "tp", "batch", "input_tokens", "output_tokens", "energy_j", "runtime_s",

@@ -15,15 +15,15 @@ from scipy.stats import kendalltau, pearsonr
 
 from energy_models.analytical.fit import mdape
 from energy_models.predictor.model import (
-    FORMS,
     INTERVAL_QUANTILES,
+    PREDICTED_TARGETS,
+    PREDICTOR_FORMS,
     STACKS,
-    TARGETS,
     Calibration,
     Predictor,
     analytical_targets,
-    baselines,
     fit_constants,
+    wattgpu_baselines,
 )
 
 SPLITS = {"pair": "unseen (LLM, GPU) pair", "gpu": "leave one GPU out",
@@ -66,13 +66,14 @@ def out_of_fold(rows: pd.DataFrame, split: str,
         if missing:
             raise ValueError(f"fold {name} holds out every row of stack {sorted(missing)[0]}")
         constants = fit_constants(train)
-        for form in FORMS:
-            predictor = Predictor.fit(train, dict.fromkeys(TARGETS, form), constants=constants)
+        for form in PREDICTOR_FORMS:
+            predictor = Predictor.fit(train, dict.fromkeys(PREDICTED_TARGETS, form),
+                                      constants=constants)
             predicted = predictor.predict(held)
-            for target in TARGETS:
+            for target in PREDICTED_TARGETS:
                 out.loc[test, f"{target}:{form}"] = predicted[target].to_numpy()
         analytical = analytical_targets(held, predictor.constants)
-        for target in TARGETS:
+        for target in PREDICTED_TARGETS:
             out.loc[test, f"{target}:analytical"] = analytical[target].to_numpy()
     return out
 
@@ -95,14 +96,14 @@ def mean_kendall(rows: pd.DataFrame, predicted: np.ndarray, target: str, ranked:
 def scores(rows: pd.DataFrame, oof: pd.DataFrame, forms: dict[str, str]) -> pd.DataFrame:
     """One row per (target, method): MdAPE, Pearson r, GPU- and LLM-ranking Kendall tau, and
     the ratio of each baseline's MdAPE to ours."""
-    base = baselines(rows)
+    base = wattgpu_baselines(rows)
     table = []
-    for target in TARGETS:
+    for target in PREDICTED_TARGETS:
         measured = rows[target].to_numpy(float)
         ours = oof[f"{target}:{forms[target]}"].to_numpy(float)
         methods = {f"ours ({forms[target]})": ours}
         methods.update({f"ours ({form}, not kept)": oof[f"{target}:{form}"].to_numpy(float)
-                        for form in FORMS if form != forms[target]})
+                        for form in PREDICTOR_FORMS if form != forms[target]})
         methods["analytical"] = oof[f"{target}:analytical"].to_numpy(float)
         methods.update({column: base[column].to_numpy(float)
                         for column in BASELINE_COLUMNS[target]})
@@ -123,8 +124,9 @@ def scores(rows: pd.DataFrame, oof: pd.DataFrame, forms: dict[str, str]) -> pd.D
 
 def choose_forms(rows: pd.DataFrame, logo: pd.DataFrame) -> dict[str, str]:
     """Per target, the form with the lower leave-one-GPU-out MdAPE."""
-    return {target: min(FORMS, key=lambda form: mdape(logo[f"{target}:{form}"], rows[target]))
-            for target in TARGETS}
+    return {target: min(PREDICTOR_FORMS,
+                        key=lambda form: mdape(logo[f"{target}:{form}"], rows[target]))
+            for target in PREDICTED_TARGETS}
 
 
 def residual_intervals(rows: pd.DataFrame, oof: dict[str, pd.DataFrame],
@@ -134,7 +136,7 @@ def residual_intervals(rows: pd.DataFrame, oof: dict[str, pd.DataFrame],
     intervals = {}
     for split, predicted in oof.items():
         intervals[split] = {}
-        for target in TARGETS:
+        for target in PREDICTED_TARGETS:
             log_ratio = np.log(rows[target].to_numpy(float)
                                / predicted[f"{target}:{forms[target]}"].to_numpy(float))
             intervals[split][target] = (float(np.quantile(log_ratio, lo)),
@@ -152,7 +154,7 @@ def calibration_effect(rows: pd.DataFrame, *, train: pd.Series, calibrate_on: pd
     before = predictor.predict(held.assign(engine=stack))
     pool = rows.loc[calibrate_on]
     rng = np.random.default_rng(seed)
-    after = {target: [] for target in TARGETS}
+    after = {target: [] for target in PREDICTED_TARGETS}
     for _ in range(repeats):
         chosen = pool.iloc[np.sort(rng.choice(len(pool), size=points, replace=False))]
         measured = chosen.assign(
@@ -161,16 +163,16 @@ def calibration_effect(rows: pd.DataFrame, *, train: pd.Series, calibrate_on: pd
             mean_power_w=chosen["power_w"] * chosen["tp"])
         calibration = Calibration.fit(predictor, measured, stack)
         calibrated = calibration.apply(before)
-        for target in TARGETS:
+        for target in PREDICTED_TARGETS:
             after[target].append(mdape(calibrated[target], held[target]))
     return pd.DataFrame([{
         "target": target, "before_pct": mdape(before[target], held[target]),
         "after_pct": float(np.median(after[target])), "after_min_pct": min(after[target]),
         "after_max_pct": max(after[target]),
-    } for target in TARGETS])
+    } for target in PREDICTED_TARGETS])
 
 
-def fit_shipped(rows: pd.DataFrame, progress: Callable[[str], None] = lambda message: None
+def fit_shipped_predictor(rows: pd.DataFrame, progress: Callable[[str], None] = lambda message: None
                 ) -> tuple[Predictor, dict[str, pd.DataFrame], dict[str, str]]:
     """The shipped predictor: forms chosen by leave-one-GPU-out, intervals from every split's
     out-of-fold residuals, then one fit on all rows. Also returns the out-of-fold predictions
@@ -186,7 +188,7 @@ def fit_shipped(rows: pd.DataFrame, progress: Callable[[str], None] = lambda mes
         "interval": f"{INTERVAL_QUANTILES[0]:.0%}-{INTERVAL_QUANTILES[1]:.0%} quantiles of "
                     "out-of-fold log(measured / predicted)",
         "mdape_pct": {split: {target: round(mdape(oof[split][f"{target}:{forms[target]}"],
-                                                  rows[target]), 2) for target in TARGETS}
+                                                  rows[target]), 2) for target in PREDICTED_TARGETS}
                       for split in SPLITS},
     }
     progress("fitting on all rows")

@@ -30,7 +30,7 @@ from energy_models.analytical.model import WORK_COLUMNS, EngineConstants, analyt
 from energy_models.catalog.specs import DeviceSpec, LlmSpec, get_device, get_llm
 from energy_models.errors import CalibrationError, ModelFileError
 
-TARGETS = ("power_w", "itl_s", "energy_per_token_j")
+PREDICTED_TARGETS = ("power_w", "itl_s", "energy_per_token_j")
 """Per-GPU mean power, mean time per output token of a request, and replica energy per output
 token (all devices of the replica)."""
 
@@ -213,7 +213,7 @@ def load_rho(batch: np.ndarray) -> np.ndarray:
     return np.where(batch >= OFFLINE_BATCH, RHO_OFFLINE, RHO_HIGH_RATE)
 
 
-def baselines(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec] | None = None,
+def wattgpu_baselines(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec] | None = None,
               rho: np.ndarray | None = None) -> pd.DataFrame:
     """WattGPU's physical baselines per row.
 
@@ -468,7 +468,7 @@ def fit_trees(x: pd.DataFrame, y: np.ndarray, seed: int = 0) -> Trees:
     return Trees.from_sklearn(model.fit(x.to_numpy(float), y))
 
 
-FORMS = ("correction", "raw")
+PREDICTOR_FORMS = ("correction", "raw")
 """``correction``: log(measured / analytical). ``raw``: power / TDP, log ITL, log J/token."""
 
 
@@ -517,7 +517,7 @@ class Predictor:
             seed: int = 0) -> Predictor:
         """Fit on predictor rows (``training_rows`` columns): the analytical constants (unless
         given, fitted on the same rows), then the trees."""
-        forms = dict(forms or dict.fromkeys(TARGETS, "correction"))
+        forms = dict(forms or dict.fromkeys(PREDICTED_TARGETS, "correction"))
         constants = dict(constants or fit_constants(rows))
         analytical = analytical_targets(rows, constants)
         table = features(rows, analytical)
@@ -525,7 +525,7 @@ class Predictor:
         x = table.loc[:, list(feature_names)]
         trees = {target: fit_trees(x, _encode(target, forms[target], rows[target].to_numpy(float),
                                               analytical[target].to_numpy(float), tdp), seed)
-                 for target in TARGETS}
+                 for target in PREDICTED_TARGETS}
         return cls(constants, forms, tuple(feature_names), trees,
                    tuple(sorted(rows["device"].unique())),
                    tuple(sorted(rows["llm"].unique())),
@@ -533,8 +533,9 @@ class Predictor:
 
     def predict(self, work: pd.DataFrame,
                 extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
-        """TARGETS for each row of work (WORK_COLUMNS and ``engine``), with ``<target>_low``
-        and ``<target>_high`` where the predictor carries intervals, and ``unseen``."""
+        """PREDICTED_TARGETS for each row of work (WORK_COLUMNS and ``engine``), with
+        ``<target>_low`` and ``<target>_high`` where the predictor carries intervals, and
+        ``unseen``."""
         missing = [c for c in (*WORK_COLUMNS, "engine") if c not in work.columns]
         if missing:
             raise CalibrationError(f"work table lacks column {missing[0]!r}")
@@ -548,12 +549,12 @@ class Predictor:
         tdp = table["tdp_w"].to_numpy()
         x = table.loc[:, list(self.feature_names)]
         out = pd.DataFrame(index=work.index)
-        for target in TARGETS:
+        for target in PREDICTED_TARGETS:
             out[target] = _decode(target, self.forms[target],
                                   self.trees[target].predict(x.to_numpy(float)),
                                   analytical[target].to_numpy(float), tdp)
         out["unseen"] = self.unseen(work)
-        for target in TARGETS:
+        for target in PREDICTED_TARGETS:
             if not self.intervals:
                 break
             low = out["unseen"].map(lambda kind, t=target: self.intervals[kind][t][0])
@@ -578,7 +579,7 @@ class Predictor:
             "intervals": {kind: {t: [round(lo, 6), round(hi, 6)] for t, (lo, hi) in v.items()}
                           for kind, v in sorted(self.intervals.items())},
             "provenance": self.provenance,
-            "trees": {t: self.trees[t].to_dict() for t in TARGETS},
+            "trees": {t: self.trees[t].to_dict() for t in PREDICTED_TARGETS},
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n"
 
@@ -596,7 +597,7 @@ class Predictor:
             return cls(
                 constants={k: EngineConstants(**v) for k, v in body["constants"].items()},
                 forms=dict(body["forms"]), feature_names=tuple(body["features"]),
-                trees={t: Trees.from_dict(body["trees"][t]) for t in TARGETS},
+                trees={t: Trees.from_dict(body["trees"][t]) for t in PREDICTED_TARGETS},
                 seen_gpus=tuple(body["seen_gpus"]), seen_llms=tuple(body["seen_llms"]),
                 intervals={kind: {t: (float(lo), float(hi)) for t, (lo, hi) in v.items()}
                            for kind, v in body["intervals"].items()},
@@ -638,7 +639,8 @@ class Calibration:
         work = measured.loc[:, list(WORK_COLUMNS)].assign(engine=stack)
         predicted = predictor.predict(work)
         truth = measured_targets(measured)
-        factors = {t: float(np.exp(np.median(np.log(truth[t] / predicted[t])))) for t in TARGETS}
+        factors = {t: float(np.exp(np.median(np.log(truth[t] / predicted[t]))))
+                   for t in PREDICTED_TARGETS}
         return cls(stack, factors, len(measured), ", ".join(devices))
 
     def apply(self, predicted: pd.DataFrame) -> pd.DataFrame:

@@ -19,27 +19,16 @@ from typing import Any
 from energy_models.catalog.specs import LlmSpec
 from energy_models.errors import MeasurementError, MeterUnavailableError
 from energy_models.profiling.harness import Backend, Generation
+from energy_models.registry import Registry
 
 SHAPE_TOLERANCE = 0.05
 """How far the built graph's parameter count may stray from the catalogued model's."""
 BackendFactory = Callable[..., Backend]
-BACKENDS: dict[str, BackendFactory] = {}
-
-
-def register(name: str) -> Callable[[BackendFactory], BackendFactory]:
-    def add(factory: BackendFactory) -> BackendFactory:
-        if name in BACKENDS:
-            raise ValueError(f"backend {name!r} is registered twice")
-        BACKENDS[name] = factory
-        return factory
-    return add
+BACKENDS: Registry[BackendFactory] = Registry("profiling backend")
 
 
 def make_backend(name: str, llm: LlmSpec, **options: Any) -> Backend:
-    if name not in BACKENDS:
-        raise MeasurementError(f"--backend: unknown backend {name!r}; choose one of "
-                               f"{', '.join(sorted(BACKENDS))}")
-    return BACKENDS[name](llm, **options)
+    return BACKENDS.lookup(name)(llm, **options)
 
 
 def _import(module: str) -> Any:
@@ -107,7 +96,7 @@ class _TokenClock:
         pass
 
 
-@register("hf-random")
+@BACKENDS.register("hf-random")
 class HfRandomBackend:
     """A catalogued shape with random weights, run by ``transformers``' ``generate``."""
 

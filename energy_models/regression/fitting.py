@@ -28,7 +28,7 @@ from energy_models.regression.defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
 MIN_CONFIGS = 3
 TIE_MAPE = 0.01
 """Forms whose CV MAPE is within this share of the best count as tied; the simplest wins."""
-TARGETS = ("energy_j", "runtime_s", "ttft_s", "itl_s")
+REGRESSION_TARGETS = ("energy_j", "runtime_s", "ttft_s", "itl_s")
 PAIR_TARGETS = ("energy_j", "runtime_s")
 """A pair is usable only when both of these pass the gate; latency targets are extras."""
 FILE_FORMAT = "wattsched-models/1"
@@ -117,9 +117,9 @@ def _cross_validate(form: str, X: np.ndarray, y: np.ndarray, splits) -> np.ndarr
     """Out-of-fold predictions, or None when a fold has fewer rows than the form has terms."""
     from sklearn.base import clone
 
-    from energy_models.regression.forms import FORMS
+    from energy_models.regression.forms import REGRESSION_FORMS
 
-    estimator = FORMS[form](batch_terms=X[:, 2].min() != X[:, 2].max())
+    estimator = REGRESSION_FORMS[form](batch_terms=X[:, 2].min() != X[:, 2].max())
     oof = np.empty_like(y)
     for train, test in splits:
         if len(train) < len(estimator.terms()):
@@ -136,7 +136,7 @@ def fit_target(rows: pd.DataFrame, target: str, *, gate: float = DEFAULT_GATE_R2
     from sklearn.metrics import r2_score
     from sklearn.model_selection import GroupKFold
 
-    from energy_models.regression.forms import FORMS, domain_minimum, uncentred_r2
+    from energy_models.regression.forms import REGRESSION_FORMS, domain_minimum, uncentred_r2
 
     rows = rows.loc[rows[target].notna()].sort_values([*list(X_COLUMNS), "config"], kind="stable")
     first = rows.iloc[0]
@@ -166,11 +166,12 @@ def fit_target(rows: pd.DataFrame, target: str, *, gate: float = DEFAULT_GATE_R2
     splits = list(GroupKFold(n_splits=min(folds, n_configs), shuffle=True,
                              random_state=seed).split(X, y, groups))
     candidates, fitted = [], {}
-    for form in FORMS:
+    for form in REGRESSION_FORMS:
         oof = _cross_validate(form, X, y, splits)
         if oof is None:
             continue
-        estimator = FORMS[form](batch_terms=domain["batch"][0] != domain["batch"][1]).fit(X, y)
+        batch_terms = domain["batch"][0] != domain["batch"][1]
+        estimator = REGRESSION_FORMS[form](batch_terms=batch_terms).fit(X, y)
         fitted[form] = estimator
         candidates.append(Candidate(
             form=form, r2=float(r2_score(y, estimator.predict(X))),
@@ -302,11 +303,13 @@ class _ModelBody(StrictModel):
 
     @model_validator(mode="after")
     def _usable(self) -> _ModelBody:
-        from energy_models.regression.forms import FORMS
+        from energy_models.regression.forms import REGRESSION_FORMS
 
-        if not self.refused and (self.form not in FORMS or len(self.terms) != len(self.coef)
+        if not self.refused and (self.form not in REGRESSION_FORMS
+                                 or len(self.terms) != len(self.coef)
                                  or set(self.domain) != set(X_COLUMNS)):
-            raise field_error("form", f"an accepted fit needs a known form ({', '.join(FORMS)}), "
+            known = ", ".join(REGRESSION_FORMS)
+            raise field_error("form", f"an accepted fit needs a known form ({known}), "
                                       f"one coefficient per term and a domain over "
                                       f"{', '.join(X_COLUMNS)}")
         return self
@@ -334,7 +337,7 @@ def fit_all(measurements: Measurements, *, gate: float = DEFAULT_GATE_R2,
     models = []
     for key, rows in table.groupby(list(PAIR_KEY), sort=True):
         progress(f"fitting {key[0]} on {key[1]} tp{key[2]}")
-        for target in TARGETS:
+        for target in REGRESSION_TARGETS:
             if rows[target].notna().any():
                 models.append(fit_target(rows, target, gate=gate, folds=folds, seed=seed))
     return FittedModels(models, gate, folds, seed, measurements.digest(), len(table))

@@ -262,7 +262,7 @@ class SweetSpotNoCacheForm(SweetSpotForm):
     base_terms = ("1", "m", "m2", "n", "mn", "n2", "m2n", "mn2", "n3")
 
 
-FORMS: dict[str, type[TokenRegressor]] = {
+REGRESSION_FORMS: dict[str, type[TokenRegressor]] = {
     cls.form: cls
     for cls in (PaperForm, LinearForm, InteractionForm, QuadraticForm, RelativeQuadraticForm,
                 SweetSpotForm, SweetSpotNoCacheForm)
