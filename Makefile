@@ -29,4 +29,5 @@ bench: $(BIN)/wattsched
 	$(BIN)/python benchmarks/analytical_accuracy.py
 	$(BIN)/python benchmarks/regression_accuracy.py
 	$(BIN)/python benchmarks/plan_default.py
+	$(BIN)/python benchmarks/plan_speed.py
 	$(BIN)/python benchmarks/predictor_accuracy.py

@@ -130,10 +130,6 @@ class FitFormat(str, Enum):
     json = "json"
 
 
-def _number(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else round(float(value), 6)
-
-
 @app.command()
 def fit(
     data: Annotated[list[Path], typer.Argument(help="Measurements: schema tables (.csv/.parquet), Wilkins et al. CSVs, ML.ENERGY files or its data folder.", show_default=False)],  # noqa: E501
@@ -150,6 +146,7 @@ def fit(
     from energy_models.errors import MeasurementError
     from energy_models.measurements.loaders import load_all
     from energy_models.regression.fitting import fit_all
+    from scheduler.report import render_fit_table
 
     with user_errors():
         if not 0 < gate <= 1:
@@ -175,46 +172,11 @@ def fit(
                 write_atomic(out, models.to_json())
             except OSError as exc:
                 raise InputError(str(out), "--out", f"cannot write: {exc.strerror}") from None
-        rows = [{
-            "llm": m.llm, "device": m.device, "tp": m.tp, "engine": m.engine,
-            "target": m.target, "form": m.form or None, "r2": _number(m.r2),
-            "r2_uncentred": _number(m.r2_uncentred), "cv_r2": _number(m.cv_r2),
-            "cv_mape": _number(m.cv_mape), "rows": m.rows, "refused": m.refused,
-            "reason": m.reason,
-        } for m in models.models]
+        rows = models.summary_rows()
         if fmt is FitFormat.json:
-            sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+            sys.stdout.write(json.dumps(rows, indent=1, allow_nan=False) + "\n")
         else:
-            from rich import box
-            from rich.table import Table
-
-            engines = sorted({r["engine"] for r in rows})
-            table = Table(title=f"Fitted regressions ({folds}-fold grouped CV; gate: CV R² >= "
-                                f"{gate:g})", box=box.SIMPLE_HEAD)
-            for col in ("llm", "device", "tp", "target", "form", "R²", "CV R²", "CV MAPE",
-                        "rows", "refused"):
-                table.add_column(col, justify="right" if col in {
-                    "tp", "R²", "CV R²", "CV MAPE", "rows"} else "left")
-            reasons = []
-            for r in rows:
-                refused = "no"
-                if r["refused"]:
-                    reasons.append(f"({len(reasons) + 1}) {r['llm']} on {r['device']} tp{r['tp']} "
-                                   f"{r['target']}: {r['reason']}")
-                    refused = f"[red]yes ({len(reasons)})[/red]"
-                table.add_row(
-                    r["llm"], r["device"] + (f" [{r['engine']}]" if len(engines) > 1 else ""),
-                    str(r["tp"]), r["target"].removesuffix("_j").removesuffix("_s"),
-                    r["form"] or "-", "-" if r["r2"] is None else f"{r['r2']:.4f}",
-                    "-" if r["cv_r2"] is None else f"{r['cv_r2']:.4f}",
-                    "-" if r["cv_mape"] is None else f"{r['cv_mape']:.1f}%", str(r["rows"]),
-                    refused)
-            console = wide_console()
-            console.print(table)
-            for line in reasons:
-                console.print(line, highlight=False, soft_wrap=True)
-            if len(engines) == 1 and engines[0]:
-                console.print(f"engine: {engines[0]}", highlight=False)
+            render_fit_table(wide_console(), rows, folds=folds, gate=gate)
         if out is not None:
             err.print(f"models written to {out}", highlight=False)
 
@@ -236,6 +198,7 @@ def sweetspot(
     from energy_models.catalog.specs import get_device, get_llm
     from energy_models.cost import default_chain
     from energy_models.memory import memory_fit_problem
+    from scheduler.report import render_sweet_spot
 
     with user_errors(), warnings_to_stderr():
         if not (math.isfinite(input_tokens) and input_tokens > 0 and math.isfinite(batch)
@@ -265,47 +228,10 @@ def sweetspot(
                 write_atomic(plot, buffer.getvalue())
             except OSError as exc:
                 raise InputError(str(plot), "--plot", f"cannot write: {exc.strerror}") from None
-        doc = {
-            "llm": spot.llm, "device": spot.device, "tp": spot.tp, "batch": spot.batch,
-            "input_tokens": spot.input_tokens, "output_tokens": round(spot.output_tokens, 1),
-            "energy_per_token_j": _number(spot.energy_per_token_j), "source": spot.source,
-            "searched_output_tokens": list(spot.searched), "at_edge": spot.at_edge,
-            "spread": _number(spot.spread),
-            "closed_form_output_tokens": _number(spot.closed_form_tokens),
-        }
         if fmt is FitFormat.json:
-            sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+            sys.stdout.write(json.dumps(spot.summary(), indent=1, allow_nan=False) + "\n")
         else:
-            console = wide_console()
-            console.print(
-                f"[bold]Sweet spot[/bold] of {spot.llm} on {spot.device} (tp {spot.tp}, batch "
-                f"{spot.batch:g}) for {spot.input_tokens:g} input tokens: "
-                f"[bold]{spot.output_tokens:,.0f} output tokens[/bold], "
-                f"{spot.energy_per_token_j:.4g} J per output token ({spot.source})",
-                highlight=False)
-            if spot.closed_form_tokens is not None:
-                console.print(f"SweetSpot closed form sqrt((c0 + c1 m + c2 m²)/c5): "
-                              f"{spot.closed_form_tokens:,.1f} output tokens", highlight=False)
-            console.print(f"Searched {spot.searched[0]:g}-{spot.searched[1]:g} output tokens; "
-                          f"energy per token varies {spot.spread:.1f}x across them.",
-                          highlight=False)
-            if spot.at_edge:
-                console.print("[yellow]The minimum is at the edge of the searched range; the "
-                              "true sweet spot may lie beyond it.[/yellow]")
-            from rich.table import Table
-
-            table = Table(title="Energy per output token by output length")
-            table.add_column("output tokens", justify="right")
-            table.add_column("J / output token", justify="right")
-            table.add_column("vs sweet spot", justify="right")
-            curve = spot.curve
-            for n in sorted({*(2.0 ** k for k in range(20)), spot.output_tokens}):
-                if spot.searched[0] <= n <= spot.searched[1]:
-                    value = float(curve.energy_per_token_j.iloc[
-                        (curve.output_tokens - n).abs().argmin()])
-                    table.add_row(f"{n:,.0f}", f"{value:.4g}",
-                                  f"{value / spot.energy_per_token_j:.2f}x")
-            console.print(table)
+            render_sweet_spot(wide_console(), spot)
         if plot is not None:
             err.print(f"heat map written to {plot}", highlight=False)
 

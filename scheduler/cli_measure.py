@@ -173,6 +173,7 @@ def measure(
         write_meta,
         write_runs,
     )
+    from scheduler.report import render_measurements
 
     with user_errors():
         for name, value in (("--repetitions", repetitions), ("--sample-hz", sample_hz),
@@ -270,36 +271,5 @@ def measure(
             samples = tracer.trace()
             write_runs(trace, samples.assign(time_s=samples["time_s"] - samples["time_s"].min()))
             err.print(f"power trace written to {trace}", highlight=False)
-        _summary(result, out, counter_agreement(result.table))
-
-
-def _summary(result, out: Path, agreement) -> None:
-    console = wide_console()
-    table = result.table
-    if table.empty:
-        console.print("nothing measured")
-        return
-    per_point = table.groupby(["batch", "input_tokens", "output_tokens"], sort=True).agg(
-        energy_j=("energy_j", "mean"), runtime_s=("runtime_s", "mean"),
-        idle_power_w=("idle_power_w", "mean"), mean_power_w=("mean_power_w", "mean"),
-        settled=("idle_settled", "all")).reset_index()
-    view = Table(title=f"{table['llm'].iloc[0]} on {table['device'].iloc[0]}: "
-                       f"{len(table)} rows in {out}", box=box.SIMPLE_HEAD)
-    for col in ("batch", "input", "output", "J/token", "runtime s", "power W", "idle W",
-                "settled"):
-        view.add_column(col, justify="left" if col == "settled" else "right")
-    for row in per_point.itertuples():
-        view.add_row(str(row.batch), str(row.input_tokens), str(row.output_tokens),
-                     f"{row.energy_j / row.output_tokens:.4f}", f"{row.runtime_s:.3f}",
-                     f"{row.mean_power_w:.0f}", f"{row.idle_power_w:.0f}",
-                     "yes" if row.settled else "[red]no")
-    console.print(view)
-    if result.resumed:
-        console.print(f"resumed: {len(result.resumed)} point(s) were already in {out}",
-                      highlight=False)
-    if len(agreement):
-        spread = agreement["relative_difference"].abs()
-        console.print(f"energy counter vs integrated power samples on {len(agreement)} "
-                      f"window(s) ≥ 10 s: median {spread.median():.2%}, max {spread.max():.2%}",
-                      highlight=False)
-    console.print(f"fit it with: wattsched fit {out}", highlight=False)
+        render_measurements(wide_console(), result.table, out, resumed=len(result.resumed),
+                            agreement=counter_agreement(result.table))

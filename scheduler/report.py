@@ -6,13 +6,21 @@ import csv
 import io
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from scheduler.plan import Plan
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from energy_models.analytical.sweetspot import SweetSpot
 
 
 def _num(value: float | None, digits: int = 6) -> float | None:
@@ -185,3 +193,86 @@ def render_rows(console: Console, rows: list[dict[str, Any]], title: str) -> Non
     for r in rows:
         table.add_row(*(f"{r[c]:g}" if isinstance(r[c], float) else str(r[c]) for c in columns))
     console.print(table)
+
+
+def render_fit_table(console: Console, rows: list[dict[str, Any]], *, folds: int,
+                     gate: float) -> None:
+    """Fitted regressions per pair and target, refusals numbered with their reasons below."""
+    engines = sorted({r["engine"] for r in rows})
+    table = Table(title=f"Fitted regressions ({folds}-fold grouped CV; gate: CV R² >= {gate:g})",
+                  box=box.SIMPLE_HEAD)
+    numeric = {"tp", "R²", "CV R²", "CV MAPE", "rows"}
+    for col in ("llm", "device", "tp", "target", "form", "R²", "CV R²", "CV MAPE", "rows",
+                "refused"):
+        table.add_column(col, justify="right" if col in numeric else "left")
+    reasons = []
+    for r in rows:
+        refused = "no"
+        if r["refused"]:
+            reasons.append(f"({len(reasons) + 1}) {r['llm']} on {r['device']} tp{r['tp']} "
+                           f"{r['target']}: {r['reason']}")
+            refused = f"[red]yes ({len(reasons)})[/red]"
+        table.add_row(
+            r["llm"], r["device"] + (f" [{r['engine']}]" if len(engines) > 1 else ""),
+            str(r["tp"]), r["target"].removesuffix("_j").removesuffix("_s"), r["form"] or "-",
+            "-" if r["r2"] is None else f"{r['r2']:.4f}",
+            "-" if r["cv_r2"] is None else f"{r['cv_r2']:.4f}",
+            "-" if r["cv_mape"] is None else f"{r['cv_mape']:.1f}%", str(r["rows"]), refused)
+    console.print(table)
+    for line in reasons:
+        console.print(line, highlight=False, soft_wrap=True)
+    if len(engines) == 1 and engines[0]:
+        console.print(f"engine: {engines[0]}", highlight=False)
+
+
+def render_sweet_spot(console: Console, spot: SweetSpot) -> None:
+    """The sweet spot in words, and energy per output token at powers of two around it."""
+    console.print(
+        f"[bold]Sweet spot[/bold] of {spot.llm} on {spot.device} (tp {spot.tp}, batch "
+        f"{spot.batch:g}) for {spot.input_tokens:g} input tokens: "
+        f"[bold]{spot.output_tokens:,.0f} output tokens[/bold], "
+        f"{spot.energy_per_token_j:.4g} J per output token ({spot.source})", highlight=False)
+    if spot.closed_form_tokens is not None:
+        console.print(f"SweetSpot closed form sqrt((c0 + c1 m + c2 m²)/c5): "
+                      f"{spot.closed_form_tokens:,.1f} output tokens", highlight=False)
+    console.print(f"Searched {spot.searched[0]:g}-{spot.searched[1]:g} output tokens; energy "
+                  f"per token varies {spot.spread:.1f}x across them.", highlight=False)
+    if spot.at_edge:
+        console.print("[yellow]The minimum is at the edge of the searched range; the true "
+                      "sweet spot may lie beyond it.[/yellow]")
+    table = Table(title="Energy per output token by output length")
+    for col in ("output tokens", "J / output token", "vs sweet spot"):
+        table.add_column(col, justify="right")
+    lengths = sorted({*(2.0 ** k for k in range(20)), spot.output_tokens})
+    for n, value in spot.curve_at(lengths):
+        table.add_row(f"{n:,.0f}", f"{value:.4g}", f"{value / spot.energy_per_token_j:.2f}x")
+    console.print(table)
+
+
+def render_measurements(console: Console, table: pd.DataFrame, out: Path, *, resumed: int,
+                        agreement: pd.DataFrame) -> None:
+    """What ``measure`` wrote: J/token, runtime and power per grid point, and meter agreement."""
+    from energy_models.profiling.harness import per_point_summary
+
+    if table.empty:
+        console.print("nothing measured")
+        return
+    view = Table(title=f"{table['llm'].iloc[0]} on {table['device'].iloc[0]}: "
+                       f"{len(table)} rows in {out}", box=box.SIMPLE_HEAD)
+    for col in ("batch", "input", "output", "J/token", "runtime s", "power W", "idle W",
+                "settled"):
+        view.add_column(col, justify="left" if col == "settled" else "right")
+    for row in per_point_summary(table).itertuples():
+        view.add_row(str(row.batch), str(row.input_tokens), str(row.output_tokens),
+                     f"{row.energy_j / row.output_tokens:.4f}", f"{row.runtime_s:.3f}",
+                     f"{row.mean_power_w:.0f}", f"{row.idle_power_w:.0f}",
+                     "yes" if row.settled else "[red]no")
+    console.print(view)
+    if resumed:
+        console.print(f"resumed: {resumed} point(s) were already in {out}", highlight=False)
+    if len(agreement):
+        spread = agreement["relative_difference"].abs()
+        console.print(f"energy counter vs integrated power samples on {len(agreement)} "
+                      f"window(s) ≥ 10 s: median {spread.median():.2%}, max {spread.max():.2%}",
+                      highlight=False)
+    console.print(f"fit it with: wattsched fit {out}", highlight=False)

@@ -233,3 +233,12 @@ def test_a_pair_with_too_few_rows_is_listed_as_refused(clean):
     fitted = fit_all(few)
     assert {m.target for m in fitted.models} == {"energy_j", "runtime_s"}
     assert all(m.refused and "distinct configuration" in m.reason for m in fitted.models)
+
+
+def test_summary_numbers_are_finite_or_none():
+    from energy_models.regression.fitting import finite_or_none
+
+    assert finite_or_none(float("-inf")) is None
+    assert finite_or_none(float("nan")) is None
+    assert finite_or_none(None) is None
+    assert finite_or_none(0.1234567891) == 0.123457

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from energy_models.catalog.specs import get_device, get_llm
 from energy_models.cost import CostChain
 from energy_models.errors import CalibrationError
-from energy_models.regression.fitting import FittedModel, FittedModels
+from energy_models.regression.fitting import FittedModel, FittedModels, finite_or_none
 
 SEARCH_POINTS = 600
 
@@ -45,6 +45,26 @@ class SweetSpot:
     """sqrt((c0 + c1·m + c2·m²)/c5) when the pair's energy fit has the SweetSpot form."""
     curve: pd.DataFrame
     """output_tokens and energy_per_token_j along the search."""
+
+    def summary(self) -> dict:
+        """The sweet spot as one JSON-able record (numbers finite or None)."""
+        return {
+            "llm": self.llm, "device": self.device, "tp": self.tp, "batch": self.batch,
+            "input_tokens": self.input_tokens, "output_tokens": round(self.output_tokens, 1),
+            "energy_per_token_j": finite_or_none(self.energy_per_token_j),
+            "source": self.source, "searched_output_tokens": list(self.searched),
+            "at_edge": self.at_edge, "spread": finite_or_none(self.spread),
+            "closed_form_output_tokens": finite_or_none(self.closed_form_tokens),
+        }
+
+    def curve_at(self, output_tokens: list[float]) -> list[tuple[float, float]]:
+        """(n, J per output token) at the searched points nearest each n inside the range."""
+        points = []
+        for n in output_tokens:
+            if self.searched[0] <= n <= self.searched[1]:
+                nearest = (self.curve.output_tokens - n).abs().argmin()
+                points.append((n, float(self.curve.energy_per_token_j.iloc[nearest])))
+        return points
 
 
 def _work(llm: str, device: str, tp: int, batch: float, m: np.ndarray,

@@ -328,3 +328,12 @@ def counter_agreement(table: pd.DataFrame, min_window_s: float = 10.0) -> pd.Dat
     rows = rows[(rows["runtime_s"] >= min_window_s) & (rows["energy_method"] == "counter")]
     return rows.assign(relative_difference=(rows["sampled_energy_j"] / rows["gross_energy_j"]
                                             - 1.0))
+
+
+def per_point_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean energy, runtime and power per grid point (batch, input, output) over repetitions,
+    and whether every repetition's idle settled."""
+    return table.groupby(["batch", "input_tokens", "output_tokens"], sort=True).agg(
+        energy_j=("energy_j", "mean"), runtime_s=("runtime_s", "mean"),
+        idle_power_w=("idle_power_w", "mean"), mean_power_w=("mean_power_w", "mean"),
+        settled=("idle_settled", "all")).reset_index()

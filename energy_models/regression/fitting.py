@@ -25,6 +25,14 @@ from energy_models.inputs import StrictModel, field_error, load_json, validate
 from energy_models.measurements.schema import MAX_TP, PAIR_KEY, Measurements
 from energy_models.regression.defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
 
+
+def finite_or_none(value: float | None, digits: int = 6) -> float | None:
+    """``value`` rounded to ``digits`` decimals, or None when missing, NaN or infinite."""
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), digits)
+
+
 MIN_CONFIGS = 3
 TIE_MAPE = 0.01
 """Forms whose CV MAPE is within this share of the best count as tied; the simplest wins."""
@@ -236,6 +244,16 @@ class FittedModels:
             reasons += [f"{m.target} fit refused: {m.reason}" for m in matches
                         if m.engine == candidate and m.refused and m.target in PAIR_TARGETS]
         return {}, "; ".join(reasons)
+
+    def summary_rows(self) -> list[dict]:
+        """One flat record per fitted or refused model, numbers finite or None."""
+        return [{
+            "llm": m.llm, "device": m.device, "tp": m.tp, "engine": m.engine,
+            "target": m.target, "form": m.form or None, "r2": finite_or_none(m.r2),
+            "r2_uncentred": finite_or_none(m.r2_uncentred), "cv_r2": finite_or_none(m.cv_r2),
+            "cv_mape": finite_or_none(m.cv_mape), "rows": m.rows, "refused": m.refused,
+            "reason": m.reason,
+        } for m in self.models]
 
     def to_json(self) -> str:
         body = {
