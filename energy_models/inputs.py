@@ -86,7 +86,11 @@ def read_text(path: str | Path, error: ErrorFactory, max_bytes: int = MAX_TEXT_B
         raise error("(file)", f"not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
-class StrictLoader(yaml.SafeLoader):
+FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser where PyYAML was built with it: the same documents, several times faster."""
+
+
+class StrictLoader(FAST_SAFE_LOADER):
     """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:

@@ -168,7 +168,7 @@ def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Worklo
     else:
         horizon_s = spec.horizon_s or 3600.0
         requests = generate(list(spec.traffic or ()), horizon_s, spec.seed, where)
-    _known_kinds(spec, set(requests["kind"]), where)
+    _known_kinds(spec, set(requests["kind"].unique()), where)
     return Workload(
         name=spec.name or Path(where).stem,
         horizon_s=horizon_s,

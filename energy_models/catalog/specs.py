@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from energy_models.errors import CatalogError
+from energy_models.inputs import FAST_SAFE_LOADER
 from energy_models.registry import UnknownNameError
 
 
@@ -127,7 +128,7 @@ class Catalog:
 
 def _load_yaml(filename: str) -> Any:
     text = resources.files("energy_models").joinpath("data", filename).read_text()
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=FAST_SAFE_LOADER)
 
 
 @cache

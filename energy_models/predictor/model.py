@@ -174,9 +174,10 @@ def _specs(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec]) -> tuple[pd.Da
                                                                           pd.DataFrame]:
     llm = {name: llm_row(extra_llms.get(name) or get_llm(name)) for name in work["llm"].unique()}
     gpu = {name: gpu_row(get_device(name)) for name in work["device"].unique()}
-    llm_table = pd.DataFrame([llm[name] for name in work["llm"]], index=work.index)
-    gpu_table = pd.DataFrame([gpu[name] for name in work["device"]], index=work.index)
-    return llm_table, gpu_table
+    # One row per distinct name, repeated by position: no per-row dicts.
+    llm_table = pd.DataFrame(list(llm.values()), index=list(llm)).loc[work["llm"].to_numpy()]
+    gpu_table = pd.DataFrame(list(gpu.values()), index=list(gpu)).loc[work["device"].to_numpy()]
+    return llm_table.set_axis(work.index), gpu_table.set_axis(work.index)
 
 
 def features(work: pd.DataFrame, analytical: pd.DataFrame,
