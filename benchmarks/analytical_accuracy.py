@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from energy_models.analytical.fit import fit_shipped_constants, stale_constants
+from energy_models.analytical.fit import fit_shipped_constants
 from energy_models.analytical.model import constants_to_json, shipped_constants
 from energy_models.io import write_atomic
 
@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     if not root.is_dir():
         print(f"skipped: {root} not found")
         return 0
-    constants, provenance, errors = fit_shipped_constants(str(root))
+    refit = fit_shipped_constants(str(root))
+    constants, provenance, errors = refit.constants, refit.provenance, refit.errors
     print("Analytical model vs ML.ENERGY, median absolute % error per GPU (fitted constants)")
     print(errors[["engine", "device", "rows", "energy_mdape_pct", "time_mdape_pct"]]
           .to_string(index=False, float_format=lambda v: f"{v:.1f}"))
@@ -40,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         write_atomic(target, text)
         print(f"wrote {target}")
-    elif stale := stale_constants(shipped_constants(), constants):
-        print(f"note: shipped constants differ from this fit ({', '.join(stale)}); rerun with "
-              f"--write to refresh")
+    elif stale := refit.stale(shipped_constants()):
+        drifts = ", ".join(f"{engine} by {drift:.2g}" for engine, drift in stale.items())
+        print(f"note: shipped constants differ from this fit ({drifts}); rerun with --write "
+              f"to refresh")
     return 0
 
 

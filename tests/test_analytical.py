@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from energy_models.analytical.fit import (
-    CONSTANT_RTOL,
+    PREDICTION_RTOL,
+    ShippedFit,
     fit_engine,
     fit_shipped_constants,
     mdape,
-    stale_constants,
 )
 from energy_models.analytical.model import analytical_costs, shipped_constants
 from energy_models.cost import AnalyticalSource, CostChain, default_chain
@@ -108,11 +108,10 @@ def test_fit_recovers_constants_from_synthetic_measurements():
 
 
 def test_shipped_constants_are_the_fit_of_the_shared_data(shared_data):
-    root = shared_data / "mlenergy-leaderboard-v1v2"
-    constants, provenance, errors = fit_shipped_constants(str(root))
-    assert stale_constants(shipped_constants(), constants) == []
-    assert provenance["fits"]["vllm"]["rows"] > 250
-    assert set(errors.device) >= {"A100-40GB", "H100-SXM", "V100", "A40"}
+    fit = fit_shipped_constants(str(shared_data / "mlenergy-leaderboard-v1v2"))
+    assert fit.stale(shipped_constants()) == {}
+    assert fit.provenance["fits"]["vllm"]["rows"] > 250
+    assert set(fit.errors.device) >= {"A100-40GB", "H100-SXM", "V100", "A40"}
 
 
 def test_v2_loader_maps_every_model(shared_data):
@@ -122,11 +121,25 @@ def test_v2_loader_maps_every_model(shared_data):
     assert mdape(np.array([1.1, 0.9]), np.array([1.0, 1.0])) == pytest.approx(10.0)
 
 
-def test_constants_stale_beyond_the_tolerance_are_named():
+def test_constants_whose_predictions_drift_beyond_the_tolerance_are_stale():
     shipped = shipped_constants()
     vllm = shipped["vllm"]
-    nudged = replace(vllm, bw_eff=vllm.bw_eff * (1 + CONSTANT_RTOL / 2))
-    assert stale_constants(shipped, {**shipped, "vllm": nudged}) == []
-    moved = replace(vllm, bw_eff=vllm.bw_eff * (1 + 3 * CONSTANT_RTOL))
-    assert stale_constants(shipped, {**shipped, "vllm": moved}) == ["vllm.bw_eff"]
-    assert stale_constants({"vllm": vllm}, shipped) == ["cpu", "hf"]
+    table = load_v2_like_rows()
+    fit = ShippedFit(shipped, {}, pd.DataFrame(), {"vllm": table})
+    assert fit.stale(shipped) == {}
+    # bw_eff scales decode time, so predictions move by about as much as it does.
+    nudged = replace(vllm, bw_eff=vllm.bw_eff * (1 + PREDICTION_RTOL / 4))
+    assert fit.stale({**shipped, "vllm": nudged}) == {}
+    moved = replace(vllm, bw_eff=vllm.bw_eff * (1 + 10 * PREDICTION_RTOL))
+    assert list(fit.stale({**shipped, "vllm": moved})) == ["vllm"]
+    assert fit.stale({"hf": shipped["hf"]}) == {"vllm": math.inf}
+
+
+def load_v2_like_rows() -> pd.DataFrame:
+    """Rows in the fit's columns, priced by the shipped vLLM constants."""
+    from energy_models.analytical.fit import _predict
+
+    work = pd.DataFrame({"llm": "llama-3.1-8b", "device": "H100-SXM", "input_tokens": 256,
+                         "output_tokens": [64, 256, 512], "batch": [1, 8, 64], "tp": 1})
+    energy, time = _predict(work, VLLM)
+    return work.assign(energy_j=energy, time_per_token_s=time)
