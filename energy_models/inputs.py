@@ -132,8 +132,9 @@ def _expanded_nodes(root: yaml.Node) -> int:
 
 def parse_yaml(text: str, error: ErrorFactory) -> Any:
     """One YAML document: duplicate keys and over-large alias expansions refused."""
-    loader = StrictLoader(text)
+    loader = None
     try:
+        loader = StrictLoader(text)  # libyaml reads the stream here: bad characters raise
         node = loader.get_single_node()
         if node is None:
             return None
@@ -149,7 +150,8 @@ def parse_yaml(text: str, error: ErrorFactory) -> Any:
             problem += "; fix the YAML syntax"
         raise error(at, problem) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml(path: str | Path, error: ErrorFactory) -> Any:
@@ -167,9 +169,14 @@ def load_json(path: str | Path, error: ErrorFactory, max_bytes: int = MAX_TEXT_B
 
 
 class StrictModel(BaseModel):
-    """Frozen, no unknown keys, no NaN or infinity; unknown keys get a did-you-mean."""
+    """Frozen, no unknown keys, no NaN or infinity; unknown keys get a did-you-mean.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    Strict types: a quoted "8", ``true`` or 8.5 is not a count, and "1e3" is not a number (YAML
+    would hand them over as text or booleans and lax parsing would guess). YAML lists become
+    the tuples the frozen fields hold.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -179,7 +186,16 @@ class StrictModel(BaseModel):
             for key in raw:
                 if key not in allowed:
                     raise field_error(str(key), f"unknown field; {did_you_mean(key, allowed)}")
+            return {key: _lists_as_tuples(value) for key, value in raw.items()}
         return raw
+
+
+def _lists_as_tuples(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_lists_as_tuples(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _lists_as_tuples(item) for key, item in value.items()}
+    return value
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -479,7 +479,8 @@ def measurement_tables(draw, *, for_calibration: bool = False) -> tuple[bytes, s
         return (head + ",energy_j\n" + "".join(line + ",-5\n" for line in body.splitlines())
                 ).encode(), "malformed", False, "energy_j twice"
     if kind == "mixed_kinds":
-        rows[0] = {**rows[0], "energy_kind": "idle_subtracted"}
+        rows = [*rows, {**rows[0], "energy_kind": "idle_subtracted"}]
+        rows[0] = {**rows[0], "energy_kind": "gross"}
         return _csv(columns, rows).encode(), "malformed", True, "gross and idle_subtracted"
     if kind == "extra_column":
         for row in rows:
@@ -793,7 +794,8 @@ def judge(case: Case, workdir: Path, exit_code: int | None, stdout: str, stderr:
         if line.startswith("error: infeasible:"):
             return Outcome("infeasible", 2, line, stdout, stderr)
         names = [str(workdir / name) for name, _ in case.files]
-        if not any(name in line for name in names):
+        # A bad option is blamed on the command line, which names the option instead.
+        if not (any(name in line for name in names) or line.startswith("error: command line: ")):
             return Outcome("unnamed", 2, line, stdout, stderr,
                            signature=f"unnamed {case.command}: {_normalise(line)}")
         return Outcome("error", 2, line, stdout, stderr)

@@ -107,7 +107,7 @@ class WorkloadFile(StrictModel):
     @classmethod
     def _merge_presets(cls, items: Any) -> Any:
         """Each item is a preset, a full parameter set, or a preset with overrides."""
-        if not isinstance(items, list):
+        if not isinstance(items, (list, tuple)):
             return items
         known = presets()
         allowed = {f.name for f in dataclasses.fields(TrafficParams)} | {"preset"}
@@ -122,12 +122,12 @@ class WorkloadFile(StrictModel):
                                       f"unknown field; {did_you_mean(key, allowed)}")
             base: dict[str, Any] = {}
             if "preset" in item:
-                if item["preset"] not in known:
+                if not isinstance(item["preset"], str) or item["preset"] not in known:
                     raise field_error(f"[{i}].preset", f"unknown preset {short(item['preset'])}; "
                                                        f"{did_you_mean(item['preset'], known)}")
                 base = dataclasses.asdict(known[item["preset"]])
             merged.append({**base, **{k: v for k, v in item.items() if k != "preset"}})
-        return merged
+        return tuple(merged)
 
     @model_validator(mode="after")
     def _one_source(self) -> WorkloadFile:
@@ -159,6 +159,10 @@ def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Worklo
         path = Path(spec.trace)
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
+        if not path.is_file():
+            raise WorkloadError(f"{where}: trace: {short(spec.trace)} is not a file "
+                                f"(looked for {path}); give the CSV's path, relative to the "
+                                f"workload file")
         requests = read_request_csv(str(path), azure_kind=spec.kind)
         horizon_s = spec.horizon_s or max(float(requests["arrival_s"].max()), 1.0)
         requests = requests[requests["arrival_s"] < horizon_s].reset_index(drop=True)

@@ -25,20 +25,20 @@ QUANTILE_LEVELS = np.concatenate([np.linspace(0.0, 0.95, 20), [0.99, 1.0]])
 MAX_REQUESTS = 10_000_000
 """Requests a synthetic workload may hold: about 1 GB of request table and binning."""
 
-Tokens = Annotated[float, Field(gt=0)]
+Tokens = Annotated[float, Field(gt=0, strict=True)]
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class TrafficParams:
     """One kind of traffic: ``rate_rps`` requests/s and the shape of their token lengths."""
 
-    kind: Annotated[str, Field(min_length=1)]
-    rate_rps: Annotated[float, Field(gt=0)]
-    interarrival_cv: Annotated[float, Field(gt=0)]
+    kind: Annotated[str, Field(min_length=1, strict=True)]
+    rate_rps: Annotated[float, Field(gt=0, strict=True)]
+    interarrival_cv: Annotated[float, Field(gt=0, strict=True)]
     input_quantiles: tuple[Tokens, ...]
     """Input tokens at QUANTILE_LEVELS (0, 5, ..., 95, 99, 100 %)."""
     output_quantiles: tuple[Tokens, ...]
-    spearman_rho: Annotated[float, Field(gt=-1, lt=1)]
+    spearman_rho: Annotated[float, Field(gt=-1, lt=1, strict=True)]
 
     @field_validator("input_quantiles", "output_quantiles")
     @classmethod

@@ -59,6 +59,8 @@ OPTIONAL_POSITIVE_COLUMNS = ("ttft_s", "itl_s", "mean_power_w", "idle_power_w")
 ENERGY_KINDS = ("gross", "idle_subtracted")
 MAX_TP = 1024
 """Devices one replica may span."""
+MAX_ROW_VALUES = {"batch": 1_000_000, "input_tokens": 10_000_000, "output_tokens": 10_000_000}
+"""Beyond these a row describes no serving run, and the models' arithmetic overflows."""
 PAIR_KEY = ("llm", "device", "tp", "engine")
 """What one fitted model covers: an LLM on one device kind, at one parallel degree and stack."""
 
@@ -148,6 +150,9 @@ def validate(raw: pd.DataFrame, origin: str, rows: pd.Series | None = None) -> M
             reasons[values.isna() & (reasons == "")] = f"{column} is missing or NaN"
         reasons[(values <= 0) & (reasons == "")] = f"{column} is not positive"
         reasons[np.isinf(values) & (reasons == "")] = f"{column} is infinite"
+        if column in MAX_ROW_VALUES:
+            reasons[(values > MAX_ROW_VALUES[column]) & (reasons == "")] = (
+                f"{column} is above {MAX_ROW_VALUES[column]:,}")
         if column == "tp":
             _check_tp(table[column], values, origin, rows)
         table[column] = values

@@ -640,8 +640,18 @@ class Calibration:
         work = measured.loc[:, list(WORK_COLUMNS)].assign(engine=stack)
         predicted = predictor.predict(work)
         truth = measured_targets(measured)
-        factors = {t: float(np.exp(np.median(np.log(truth[t] / predicted[t]))))
-                   for t in PREDICTED_TARGETS}
+        factors = {}
+        for target in PREDICTED_TARGETS:
+            with np.errstate(all="ignore"):
+                log_ratio = np.log(truth[target].to_numpy(float)
+                                   / predicted[target].to_numpy(float))
+            # Rows far outside any serving regime (1e308 tokens) give no finite ratio.
+            log_ratio = log_ratio[np.isfinite(log_ratio)]
+            factor = float(np.exp(np.median(log_ratio))) if len(log_ratio) else math.nan
+            if not (math.isfinite(factor) and factor > 0):
+                raise CalibrationError(f"no row gives a finite measured / predicted {target}; "
+                                       f"calibrate with measurements of real serving runs")
+            factors[target] = factor
         return cls(stack, factors, len(measured), ", ".join(devices))
 
     def apply(self, predicted: pd.DataFrame) -> pd.DataFrame:

@@ -117,6 +117,7 @@ class FittedModel:
         body["domain"] = {k: list(v) for k, v in self.domain.items()}
         return body
 
+
 def _pair_hash(rows: pd.DataFrame) -> str:
     return Measurements(rows).digest()
 
@@ -175,21 +176,32 @@ def fit_target(rows: pd.DataFrame, target: str, *, gate: float = DEFAULT_GATE_R2
                              random_state=seed).split(X, y, groups))
     candidates, fitted = [], {}
     for form in REGRESSION_FORMS:
-        oof = _cross_validate(form, X, y, splits)
-        if oof is None:
+        # Overflowing numbers leave a form unfittable or its scores non-finite: it drops out.
+        with np.errstate(all="ignore"):
+            try:
+                oof = _cross_validate(form, X, y, splits)
+                if oof is None:
+                    continue
+                batch_terms = domain["batch"][0] != domain["batch"][1]
+                estimator = REGRESSION_FORMS[form](batch_terms=batch_terms).fit(X, y)
+                in_sample = estimator.predict(X)
+            except (np.linalg.LinAlgError, ValueError):
+                continue
+            if not (np.all(np.isfinite(oof)) and np.all(np.isfinite(in_sample))):
+                continue
+            candidate = Candidate(
+                form=form, r2=float(r2_score(y, in_sample)), cv_r2=float(r2_score(y, oof)),
+                cv_mape=float(np.mean(np.abs(oof - y) / y) * 100),
+                domain_min=domain_minimum(estimator.terms_, estimator.coef_,
+                                          domain["input_tokens"], domain["output_tokens"],
+                                          domain["batch"]))
+        if not all(np.isfinite([candidate.r2, candidate.cv_r2, candidate.cv_mape])):
             continue
-        batch_terms = domain["batch"][0] != domain["batch"][1]
-        estimator = REGRESSION_FORMS[form](batch_terms=batch_terms).fit(X, y)
         fitted[form] = estimator
-        candidates.append(Candidate(
-            form=form, r2=float(r2_score(y, estimator.predict(X))),
-            cv_r2=float(r2_score(y, oof)), cv_mape=float(np.mean(np.abs(oof - y) / y) * 100),
-            domain_min=domain_minimum(estimator.terms_, estimator.coef_, domain["input_tokens"],
-                                      domain["output_tokens"], domain["batch"]),
-        ))
+        candidates.append(candidate)
     if not candidates:
-        return refused(f"{len(rows)} rows are too few for any form under {len(splits)}-fold "
-                       f"cross-validation")
+        return refused(f"no form can be fitted: {len(rows)} rows are too few under "
+                       f"{len(splits)}-fold cross-validation, or their numbers overflow")
     candidates = tuple(candidates)
     eligible = [c for c in candidates if c.cv_r2 >= gate and c.domain_min >= 0]
     best_r2 = max(candidates, key=lambda c: c.cv_r2)
