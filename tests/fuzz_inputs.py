@@ -262,6 +262,8 @@ def _field_name(path: tuple) -> str:
 def _must_refuse(path: tuple, value: Any) -> bool:
     """Would any sane reader refuse ``value`` at ``path``? Only the clear cases."""
     name = _field_name(path)
+    if path == ("min_quality",):  # the workload's per-kind floors: a mapping, {} for none
+        return not isinstance(value, dict)
     if isinstance(value, float) and math.isnan(value):
         return name in NUMERIC_FIELDS
     if name in NUMERIC_FIELDS and (isinstance(value, (str, list, dict, bool))
