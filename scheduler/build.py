@@ -102,7 +102,7 @@ def _requirements(fleet: Fleet, workload: Workload, kind: str) -> dict[str, Any]
     return {**values, "origins": origins}
 
 
-def check_context(fleet: Fleet, workload: Workload) -> None:
+def _check_context(fleet: Fleet, workload: Workload) -> None:
     """Requests longer than every allowed LLM's context can never be served."""
     longest = max(fleet.llms, key=lambda name: get_llm(name).max_context)
     limit = get_llm(longest).max_context
@@ -123,7 +123,7 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
     classes, request_class = bin_requests(
         workload.requests, workload.input_bins, workload.output_bins
     )
-    check_context(fleet, workload)
+    _check_context(fleet, workload)
     mean_context = float(np.average(classes.input_tokens + classes.output_tokens,
                                     weights=classes["count"]))
     candidates = _candidates(fleet, mean_context)

@@ -67,7 +67,7 @@ def _check_numbers(**values: float) -> None:
 def _calibration(path: Path | None, predictor: Predictor, engine: str) -> Calibration | None:
     from energy_models.catalog.specs import get_device
     from energy_models.errors import CalibrationError
-    from energy_models.measurements.schema import check_energy_kinds, read_table
+    from energy_models.measurements.schema import read_table
     from energy_models.predictor.model import Calibration
 
     if path is None:
@@ -80,7 +80,6 @@ def _calibration(path: Path | None, predictor: Predictor, engine: str) -> Calibr
     if cpus:
         raise InputError(str(path), "device", f"{cpus[0]} is a CPU; the predictor covers GPUs, "
                          f"so calibrate it with runs on GPUs only")
-    check_energy_kinds(measured.table, str(path))
     try:
         return Calibration.fit(predictor, measured.table, engine)
     except CalibrationError as exc:

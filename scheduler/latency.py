@@ -54,9 +54,6 @@ class LatencyTable:
     decode_s_per_token: np.ndarray
     """(end-to-end - TTFT) / output tokens: the rest of a request's latency, per token."""
 
-    def covers(self, deployment: str) -> bool:
-        return deployment in self.deployments
-
     def lookup(self, deployment: str, input_tokens: np.ndarray,
                output_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ttft_s, itl_s, e2e_s) of requests of these token counts on ``deployment``."""

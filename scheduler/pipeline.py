@@ -9,7 +9,7 @@ import numpy as np
 
 from energy_models.cost import CostChain, default_chain
 from energy_models.regression.fitting import FittedModels
-from scheduler.build import Built, build_problem, check_context
+from scheduler.build import Built, build_problem
 from scheduler.inventory import Fleet
 from scheduler.latency import price_latency
 from scheduler.plan import Plan, make_plan
@@ -62,7 +62,6 @@ def run_plan(
     ``models`` (fitted regressions) price the pairs they cover before the analytical model.
     """
     chain = chain or default_chain(fleet.defaults.engine, models)
-    check_context(fleet, workload)
     progress("pricing work on every candidate deployment")
     built = build_problem(fleet, workload, chain)
     problem = built.problem

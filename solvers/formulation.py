@@ -35,6 +35,7 @@ from solvers.problem import Problem
 OBJECTIVE_SCALE_J = 1e3
 """Joules per objective unit inside the model (kJ)."""
 
+
 @dataclass
 class Model:
     """A PuLP problem and its variables keyed by domain ids."""

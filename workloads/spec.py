@@ -43,7 +43,7 @@ from energy_models.inputs import (
 )
 from workloads.errors import WorkloadError
 from workloads.requests import read_request_csv
-from workloads.synthetic import TrafficParams, generate, presets, volume_problem
+from workloads.synthetic import TrafficParams, generate, presets
 
 SLO_FIELDS = ("ttft_s", "itl_s", "e2e_s")
 MAX_BINS = 64
@@ -136,10 +136,6 @@ class WorkloadFile(StrictModel):
         if self.kind is not None and self.trace is None:
             raise field_error("kind", "only for an Azure-format trace; synthetic traffic "
                                       "names its kind in each traffic item")
-        if self.traffic is not None:
-            problem = volume_problem(list(self.traffic), self.horizon_s or 3600.0)
-            if problem is not None:
-                raise field_error(*problem)
         return self
 
 

@@ -457,7 +457,6 @@ def _tree_splits(trees: Trees, i: int) -> tuple[list[tuple[int, float, bool, int
     return splits, leaf_values
 
 
-
 def fit_trees(x: pd.DataFrame, y: np.ndarray, seed: int = 0) -> Trees:
     """Gradient-boosted trees with settings fixed in advance (not tuned on held-out data)."""
     from sklearn.ensemble import HistGradientBoostingRegressor

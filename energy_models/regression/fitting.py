@@ -22,7 +22,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from energy_models.errors import DomainWarning, ModelFileError
 from energy_models.inputs import StrictModel, field_error, load_json, validate
-from energy_models.measurements.schema import MAX_TP, PAIR_KEY, Measurements
+from energy_models.measurements.schema import ENERGY_KINDS, MAX_TP, PAIR_KEY, Measurements
 from energy_models.regression.defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
 
 
@@ -314,7 +314,7 @@ class _ModelBody(StrictModel):
     device: str
     tp: Annotated[int, Field(ge=1, le=MAX_TP)]
     engine: str
-    target: Literal["energy_j", "runtime_s", "ttft_s", "itl_s"]
+    target: Literal[REGRESSION_TARGETS]
     form: str
     terms: tuple[str, ...]
     coef: tuple[Finite, ...]
@@ -327,7 +327,7 @@ class _ModelBody(StrictModel):
     reason: str
     domain: dict[Literal["input_tokens", "output_tokens", "batch"], tuple[Finite, Finite]]
     data_hash: str
-    energy_kind: Literal["gross", "idle_subtracted"]
+    energy_kind: Literal[ENERGY_KINDS]
     idle_power_w: Annotated[Finite, Field(gt=0)] | None
     candidates: tuple[_CandidateBody, ...] = ()
 
