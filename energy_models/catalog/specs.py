@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
 from energy_models.errors import CatalogError
@@ -40,9 +41,17 @@ class DeviceSpec:
     aliases: tuple[str, ...] = ()
 
 
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0,
+                "mxfp4": 4.25 / 8, "int4": 4.25 / 8}
+"""Bytes per weight as served; 4-bit formats carry one 8-bit scale per 32 (MXFP4) or per
+group of weights (AWQ/GPTQ int4, group 128 with zero points: about the same)."""
+WeightDtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "mxfp4", "int4"]
+
+
 @dataclass(frozen=True)
 class LlmSpec:
-    """An LLM's shape from its config, and a quality score with the score's source."""
+    """An LLM's shape from its config, the precision it is served in, and a quality score with
+    the score's source."""
 
     name: str
     hf_id: str
@@ -55,11 +64,33 @@ class LlmSpec:
     intermediate_size: int
     vocab_size: int
     dtype_bytes: float
+    """Bytes per activation and per KV-cache element (2 = BF16/FP16); weights: weight_dtype."""
     max_context: int
     quality: float
     quality_source: str
     source: str
     head_dim: int | None = None
+    weight_dtype: WeightDtype = "bf16"
+    """Precision the weights are served in (the checkpoint's quantization_config)."""
+    served_weight_gb: float | None = None
+    """Weight bytes as served, GB, where precision is mixed (gpt-oss: MXFP4 experts beside BF16
+    attention); otherwise params_b x WEIGHT_BYTES[weight_dtype]."""
+    experts: int = 0
+    """Routed experts per MoE layer (0: dense)."""
+    experts_per_token: int = 0
+    kv_layers: int | None = None
+    """Layers that keep a KV cache (hybrid Mamba/attention models: the attention layers);
+    None: every layer."""
+    sliding_window: int | None = None
+    sliding_layers: int = 0
+    """How many of the KV layers keep at most ``sliding_window`` tokens (Gemma 3's local
+    layers, Llama 4's chunked attention)."""
+    kv_values_per_token_layer: int | None = None
+    """Cache elements one token adds to one layer where it is not 2 x kv_heads x head_dim
+    (multi-head latent attention: kv_lora_rank + qk_rope_head_dim)."""
+    state_bytes_per_seq: float = 0.0
+    """Recurrent (Mamba) state of one sequence over all layers, bytes; fixed size, read and
+    written every decode step."""
     aliases: tuple[str, ...] = ()
 
     @property
@@ -68,12 +99,52 @@ class LlmSpec:
 
     @property
     def weight_gb(self) -> float:
-        return self.params_b * self.dtype_bytes
+        """Weight bytes as served, GB."""
+        if self.served_weight_gb is not None:
+            return self.served_weight_gb
+        return self.params_b * WEIGHT_BYTES[self.weight_dtype]
+
+    @property
+    def kv_layers_(self) -> int:
+        return self.layers if self.kv_layers is None else self.kv_layers
+
+    @property
+    def kv_bytes_per_token_layer(self) -> float:
+        values = self.kv_values_per_token_layer or 2 * self.kv_heads * self.head_dim_
+        return values * self.dtype_bytes
 
     @property
     def kv_bytes_per_token(self) -> float:
-        """Key and value bytes one token adds to the cache, over all layers."""
-        return 2.0 * self.layers * self.kv_heads * self.head_dim_ * self.dtype_bytes
+        """Key and value bytes one token adds to the cache over all KV layers (before any
+        sliding window caps a layer)."""
+        return self.kv_layers_ * self.kv_bytes_per_token_layer
+
+    def kv_bytes_per_sequence(self, context_tokens):
+        """Cache bytes one sequence holds at ``context_tokens`` (a number or an array): full
+        layers grow with the context, windowed layers stop at their window, and recurrent
+        state is fixed."""
+        full_layers = self.kv_layers_ - self.sliding_layers
+        windowed = (np.minimum(context_tokens, self.sliding_window)
+                    if self.sliding_layers else 0.0)
+        return (full_layers * np.asarray(context_tokens, dtype=float)
+                + self.sliding_layers * windowed) * self.kv_bytes_per_token_layer \
+            + self.state_bytes_per_seq
+
+    def weight_read_gb(self, batch):
+        """Weight bytes one decode step of ``batch`` sequences reads, GB: all of a dense
+        model; for a MoE model the shared part plus the experts at least one sequence routes
+        to (uniform routing: E * (1 - (1 - k/E)^batch) of E experts per layer)."""
+        batch = np.maximum(np.asarray(batch, dtype=float), 1.0)
+        if self.active_params_b >= self.params_b:
+            return np.full_like(batch, self.weight_gb)
+        if not self.experts:
+            return np.minimum(self.weight_gb, self.weight_gb * self.active_params_b
+                              / self.params_b * batch)
+        e, k = self.experts, self.experts_per_token
+        routed_b = (self.params_b - self.active_params_b) * e / (e - k)
+        touched = 1.0 - (1.0 - k / e) ** batch
+        read_b = self.params_b - routed_b + routed_b * touched
+        return self.weight_gb * read_b / self.params_b
 
 
 def _build(cls: type, entry: dict[str, Any], where: str, defaults: dict[str, Any]) -> Any:
