@@ -25,6 +25,7 @@ from energy_models.catalog.specs import get_device
 from energy_models.errors import CalibrationError
 from energy_models.predictor.model import Calibration, Predictor, shipped_predictor
 from energy_models.regression.fitting import FittedModel, FittedModels
+from energy_models.stacks import DEFAULT_STACK
 
 COST_COLUMNS = (
     "energy_j",
@@ -55,7 +56,7 @@ class CostSource(Protocol):
 class AnalyticalSource:
     """Roofline model with fitted constants: ``gpu_engine`` for GPUs, ``cpu`` for CPUs."""
 
-    def __init__(self, gpu_engine: str = "vllm"):
+    def __init__(self, gpu_engine: str = DEFAULT_STACK):
         self.gpu_engine = gpu_engine
         self.name = f"analytical:{gpu_engine}"
 
@@ -88,7 +89,7 @@ class FittedSource:
 
     name = "fitted"
 
-    def __init__(self, models: FittedModels, engine: str = "vllm",
+    def __init__(self, models: FittedModels, engine: str = DEFAULT_STACK,
                  latency: AnalyticalSource | None = None):
         self.models = models
         self.engine = engine
@@ -193,7 +194,7 @@ class PredictedSource:
     ITL and energy per token from it (rescaled by a calibration when given); time to first
     token scaled from the analytical model by predicted / analytical ITL."""
 
-    def __init__(self, predictor: Predictor, engine: str = "vllm",
+    def __init__(self, predictor: Predictor, engine: str = DEFAULT_STACK,
                  calibration: Calibration | None = None):
         self.predictor = predictor
         self.engine = engine
@@ -275,7 +276,7 @@ class CostChain:
         return found
 
 
-def default_chain(gpu_engine: str = "vllm", models: FittedModels | None = None,
+def default_chain(gpu_engine: str = DEFAULT_STACK, models: FittedModels | None = None,
                   predictor: Predictor | None = None,
                   calibration: Calibration | None = None, predict: bool = True) -> CostChain:
     """Fitted regressions first where given, then (``predict``) the predictor, the shipped one

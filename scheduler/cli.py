@@ -18,6 +18,7 @@ from rich.console import Console
 
 from energy_models.io import write_atomic
 from energy_models.regression.defaults import DEFAULT_FOLDS, DEFAULT_GATE_R2
+from energy_models.stacks import DEFAULT_STACK
 from scheduler.cli_measure import measure, meters
 from scheduler.cli_predict import predict, rank_gpus
 from scheduler.console import (
@@ -189,7 +190,7 @@ def sweetspot(
     batch: Annotated[float, typer.Option(help="Concurrent requests per replica.")] = 1,
     tp: Annotated[int, typer.Option(help="Devices per replica (tensor parallel).")] = 1,
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; otherwise the analytical model.")] = None,  # noqa: E501
-    engine: Annotated[str, typer.Option(help="Serving engine of the analytical model.")] = "vllm",
+    engine: Annotated[str, typer.Option(help="Serving-stack family of the analytical model: vllm, vllm-0.5 or hf.")] = DEFAULT_STACK,  # noqa: E501
     plot: Annotated[Path | None, typer.Option(help="Write a PNG heat map of energy per output token over (m, n).")] = None,  # noqa: E501
     fmt: Annotated[FitFormat, typer.Option("--format", help="What to print on stdout.")] = FitFormat.table,  # noqa: E501
 ) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from energy_models.stacks import DEFAULT_STACK
 from scheduler.console import err, user_errors, wide_console
 from scheduler.errors import InputError
 
@@ -37,7 +38,7 @@ ConfigOption = Annotated[Path | None, typer.Option(
                          "catalog.")]
 InputOption = Annotated[float, typer.Option(help="Prompt tokens per request.")]
 OutputOption = Annotated[float, typer.Option(help="Generated tokens per request.")]
-EngineOption = Annotated[str, typer.Option(help="Serving stack the prediction is for (hf or vllm; calibrate others).")]  # noqa: E501
+EngineOption = Annotated[str, typer.Option(help="Serving-stack family: vllm (0.10 and later), vllm-0.5 or hf; for another stack pick the nearest and --calibrate.")]  # noqa: E501
 CalibrateOption = Annotated[Path | None, typer.Option(
     "--calibrate", help="Your own measurements (measurement schema, CSV or Parquet) of this "
                         "stack on any GPU; predictions are rescaled to them.")]
@@ -113,7 +114,7 @@ def predict(
     tp: Annotated[int, typer.Option(help="GPUs per replica (tensor parallel).")] = 1,
     input_tokens: InputOption = 256,
     output_tokens: OutputOption = 256,
-    engine: EngineOption = "vllm",
+    engine: EngineOption = DEFAULT_STACK,
     calibrate: CalibrateOption = None,
     fmt: FormatOption = PredictFormat.table,
 ) -> None:
@@ -262,7 +263,7 @@ def rank_gpus(
     max_itl_ms: Annotated[float, typer.Option(help="Latency bound: mean inter-token latency per request, ms.")] = 100.0,  # noqa: E501
     input_tokens: InputOption = 256,
     output_tokens: OutputOption = 256,
-    engine: EngineOption = "vllm",
+    engine: EngineOption = DEFAULT_STACK,
     calibrate: CalibrateOption = None,
     fmt: FormatOption = PredictFormat.table,
 ) -> None:

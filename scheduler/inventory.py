@@ -40,6 +40,7 @@ from energy_models.inputs import StrictModel, field_error, validate
 from energy_models.inputs import load_yaml as _load_yaml
 from energy_models.inputs import parse_yaml as _parse_yaml
 from energy_models.registry import UnknownNameError
+from energy_models.stacks import DEFAULT_STACK, STACKS
 from scheduler.errors import InputError
 
 MAX_POOL_DEVICES = 100_000
@@ -84,7 +85,8 @@ class Defaults(StrictModel):
     batch_sizes: Annotated[
         tuple[Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)], ...], Field(min_length=1)
     ] = (1, 8, 32, 128)
-    engine: str = "vllm"
+    engine: str = DEFAULT_STACK
+    """Serving-stack family the GPUs run (``energy_models.stacks``)."""
 
     @field_validator("slo", mode="before")
     @classmethod
@@ -99,8 +101,8 @@ class Defaults(StrictModel):
     @field_validator("engine")
     @classmethod
     def _engine(cls, value: str) -> str:
-        if value not in ("vllm", "hf"):
-            raise ValueError(f"unknown engine {value!r}; use 'vllm' or 'hf'")
+        if value not in STACKS:
+            raise ValueError(f"unknown serving stack {value!r}; known: {', '.join(STACKS)}")
         return value
 
 

@@ -7,7 +7,9 @@ row weighs by its relative error; bounds keep each constant physical.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,11 +47,13 @@ def _predict(table: pd.DataFrame, constants: EngineConstants) -> tuple[np.ndarra
     return costs["energy_j"].to_numpy(), per_token_s.to_numpy()
 
 
-def fit_engine(table: pd.DataFrame) -> FitResult:
-    """Fit one engine's constants to rows in ``energy_models.measurements.mlenergy.FIT_COLUMNS``."""
-    if len(table) < len(_BOUNDS):
-        raise CalibrationError(f"{len(table)} rows cannot fit {len(_BOUNDS)} constants")
-    names = list(_BOUNDS)
+def fit_engine(table: pd.DataFrame, fixed: Mapping[str, float] | None = None) -> FitResult:
+    """Fit one engine's constants to rows in ``energy_models.measurements.mlenergy.FIT_COLUMNS``;
+    ``fixed`` holds constants the rows cannot identify, beyond FIXED."""
+    held = {**FIXED, **(fixed or {})}
+    names = [n for n in _BOUNDS if n not in held]
+    if len(table) < len(names):
+        raise CalibrationError(f"{len(table)} rows cannot fit {len(names)} constants")
     x0 = np.array([_BOUNDS[n][0] for n in names])
     lower = np.array([_BOUNDS[n][1] for n in names])
     upper = np.array([_BOUNDS[n][2] for n in names])
@@ -57,7 +61,7 @@ def fit_engine(table: pd.DataFrame) -> FitResult:
     log_time = np.log(table["time_per_token_s"].to_numpy(float))
 
     def build(x: np.ndarray) -> EngineConstants:
-        return EngineConstants(**FIXED, **dict(zip(names, x, strict=True)))
+        return EngineConstants(**held, **dict(zip(names, x, strict=True)))
 
     def residuals(x: np.ndarray) -> np.ndarray:
         energy, time = _predict(table, build(x))
@@ -153,21 +157,41 @@ class ShippedFit:
         return stale
 
 
-def fit_shipped_constants(mlenergy_root: str) -> ShippedFit:
-    """Fit ``vllm`` on ML.ENERGY v2 and ``hf`` on v1 (``cpu`` stays assumed)."""
-    from energy_models.measurements.mlenergy import ASSUMED_INPUT_TOKENS, load_v1, load_v2
+V1V2_FOLDER = "mlenergy-leaderboard-v1v2"
+V3_FOLDER = "mlenergy-leaderboard-v3-h100"
+SHIPPED_FITS = (("vllm-0.5", "ML.ENERGY v2 (vLLM 0.5.4)"),
+                ("vllm", "ML.ENERGY v3 (vLLM 0.11.1, H100)"),
+                ("hf", "ML.ENERGY v1 (HF/FastChat, batch 1)"))
+"""Each fitted stack family and its data, in fitting order (``hf`` borrows a constant from
+``vllm-0.5``)."""
+
+
+def _fit_rows(data_root: Path, engine: str) -> tuple[pd.DataFrame, list[str]]:
+    from energy_models.measurements.mlenergy import load_v1, load_v2, load_v3
+
+    if engine == "vllm":
+        return load_v3(data_root / V3_FOLDER)
+    return {"vllm-0.5": load_v2, "hf": load_v1}[engine](data_root / V1V2_FOLDER)
+
+
+def fit_shipped_constants(data_root: str | Path) -> ShippedFit:
+    """Fit each stack family on its ML.ENERGY release under ``data_root`` (the shared data
+    folder); ``cpu`` stays assumed. v1 has no tensor-parallel row, so ``hf`` takes its
+    ``tp_overhead`` from ``vllm-0.5`` instead of letting an unidentified constant wander."""
+    from energy_models.measurements.mlenergy import ASSUMED_INPUT_TOKENS
 
     constants: dict[str, EngineConstants] = {"cpu": ASSUMED_CPU}
     provenance: dict = {"assumed_input_tokens": ASSUMED_INPUT_TOKENS, "fits": {}}
     errors, tables = [], {}
-    for engine, loader, data in (("vllm", load_v2, "ML.ENERGY v2 (vLLM 0.5.4)"),
-                                 ("hf", load_v1, "ML.ENERGY v1 (HF/FastChat, batch 1)")):
-        table, skipped = loader(mlenergy_root)
-        result = fit_engine(table)
+    for engine, data in SHIPPED_FITS:
+        table, skipped = _fit_rows(Path(data_root), engine)
+        fixed = ({"tp_overhead": constants["vllm-0.5"].tp_overhead} if engine == "hf" else {})
+        result = fit_engine(table, fixed)
         constants[engine] = result.constants
         tables[engine] = table
         provenance["fits"][engine] = {
             "data": data, "rows": result.rows, "skipped_models": skipped,
+            "fixed": {**FIXED, **fixed},
             "energy_mdape_pct": round(result.energy_mdape, 2),
             "time_per_token_mdape_pct": round(result.time_mdape, 2),
         }

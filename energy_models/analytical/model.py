@@ -1,14 +1,16 @@
 """Analytical (roofline) cost of LLM inference from GPU specs and LLM shapes.
 
-Time comes from FLOPs and bytes moved; power lies between idle and TDP according to how
-compute-bound the work is. A few efficiency constants per serving engine are fitted to the
-ML.ENERGY leaderboard (see ``energy_models.analytical.fit``) and shipped in
-``energy_models/data/analytical_params.json``.
+Time comes from FLOPs and bytes moved (weights at the precision they are served in; a MoE
+step reads the experts its batch routes to; the cache at its real size per sequence: sliding
+windows, latent attention and recurrent state included); power lies between idle and TDP
+according to how compute-bound the work is. A few efficiency constants per serving-stack
+family are fitted to the ML.ENERGY leaderboard (see ``energy_models.analytical.fit``) and
+shipped in ``energy_models/data/analytical_params.json``.
 
 Per decode step of a replica running ``batch`` sequences on ``tp`` devices::
 
-    t_mem  = (weight bytes read + batch * context * KV bytes per token) / (tp * bandwidth * bw_eff)
-    t_comp = (2 * active params + 4 * layers * hidden * context) * batch / (tp * flops * mfu_decode)
+    t_mem  = (weight bytes read + batch * cache bytes per sequence) / (tp * bandwidth * bw_eff)
+    t_comp = (2 * active + 4 * KV layers * hidden * context) * batch / (tp * flops * mfu_decode)
     t_gpu  = max(t_mem, t_comp) + seq_overhead_s * batch    # sampling, bookkeeping on the GPU
     t_step = (t_gpu + step_overhead_s) * (1 + tp_overhead * log2(tp))   # host time per step
 
@@ -77,19 +79,39 @@ def shipped_constants() -> dict[str, EngineConstants]:
 WORK_COLUMNS = ("llm", "device", "input_tokens", "output_tokens", "batch", "tp")
 
 
+def step_bytes(work: pd.DataFrame, llm_specs: Mapping[str, LlmSpec]) -> tuple[np.ndarray,
+                                                                              np.ndarray]:
+    """Per row, the weight bytes one decode step reads at the row's batch and the cache bytes
+    one sequence holds at its mean context (prompt + half the output). ``llm_specs`` maps
+    every LLM name in ``work`` to its spec."""
+    batch = work["batch"].to_numpy(float)
+    context = work["input_tokens"].to_numpy(float) + work["output_tokens"].to_numpy(float) / 2.0
+    weight_read = np.empty(len(work))
+    cache_bytes = np.empty(len(work))
+    names = work["llm"].to_numpy()
+    for name in np.unique(names):
+        at = names == name
+        weight_read[at] = llm_specs[name].weight_read_gb(batch[at]) * GB
+        cache_bytes[at] = llm_specs[name].kv_bytes_per_sequence(context[at])
+    return weight_read, cache_bytes
+
+
 def _spec_arrays(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec]) -> dict[str, np.ndarray]:
-    """Per-row LLM and device numbers, looked up once per distinct name."""
+    """Per-row LLM and device numbers, looked up once per distinct name; the weight and cache
+    bytes a decode step reads depend on the row's batch and context as well."""
     llm_rows = {name: extra_llms.get(name) or get_llm(name) for name in work["llm"].unique()}
     dev_rows = {name: get_device(name) for name in work["device"].unique()}
     llm = work["llm"].map
     dev = work["device"].map
+    weight_read, cache_bytes = step_bytes(work, llm_rows)
     return {
         "params": llm({k: v.params_b * GB for k, v in llm_rows.items()}).to_numpy(float),
         "active": llm({k: v.active_params_b * GB for k, v in llm_rows.items()}).to_numpy(float),
-        "dtype_bytes": llm({k: v.dtype_bytes for k, v in llm_rows.items()}).to_numpy(float),
-        "layers": llm({k: v.layers for k, v in llm_rows.items()}).to_numpy(float),
+        "weight_bytes": llm({k: v.weight_gb * GB for k, v in llm_rows.items()}).to_numpy(float),
+        "weight_read_bytes": weight_read,
+        "cache_bytes_per_seq": cache_bytes,
+        "layers": llm({k: v.kv_layers_ for k, v in llm_rows.items()}).to_numpy(float),
         "hidden": llm({k: v.hidden_size for k, v in llm_rows.items()}).to_numpy(float),
-        "kv_bytes": llm({k: v.kv_bytes_per_token for k, v in llm_rows.items()}).to_numpy(float),
         "bandwidth": dev({k: v.bandwidth_gb_s * GB for k, v in dev_rows.items()}).to_numpy(float),
         "flops": dev({k: v.fp16_tflops * TFLOP for k, v in dev_rows.items()}).to_numpy(float),
         "tdp_w": dev({k: v.tdp_w for k, v in dev_rows.items()}).to_numpy(float),
@@ -119,8 +141,8 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
     c = constants
 
     context = m + n / 2.0
-    weight_bytes = np.minimum(s["params"], s["active"] * batch) * s["dtype_bytes"]
-    t_mem = (weight_bytes + batch * context * s["kv_bytes"]) / (tp * s["bandwidth"] * c.bw_eff)
+    t_mem = (s["weight_read_bytes"] + batch * s["cache_bytes_per_seq"]) / (
+        tp * s["bandwidth"] * c.bw_eff)
     step_flops = (2.0 * s["active"] + 4.0 * s["layers"] * s["hidden"] * context) * batch
     t_comp = step_flops / (tp * s["flops"] * c.mfu_decode)
     tp_factor = 1.0 + c.tp_overhead * np.log2(tp)
@@ -132,7 +154,7 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
     prefill_flops = 2.0 * s["active"] * m + 2.0 * s["layers"] * s["hidden"] * m**2
     t_prefill = (
         prefill_flops / (tp * s["flops"] * c.mfu_prefill)
-        + s["params"] * s["dtype_bytes"] / (tp * s["bandwidth"] * c.bw_eff)
+        + s["weight_bytes"] / (tp * s["bandwidth"] * c.bw_eff)
     ) * tp_factor
 
     compute_share = t_comp / np.maximum(t_mem, t_comp)

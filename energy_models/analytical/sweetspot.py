@@ -20,6 +20,7 @@ from energy_models.catalog.specs import get_device, get_llm
 from energy_models.cost import CostChain
 from energy_models.errors import CalibrationError
 from energy_models.regression.fitting import FittedModel, FittedModels, finite_or_none
+from energy_models.stacks import DEFAULT_STACK
 
 SEARCH_POINTS = 600
 
@@ -108,7 +109,7 @@ def _closed_form(energy: FittedModel | None, m: float) -> float | None:
 
 def sweet_spot(chain: CostChain, llm: str, device: str, input_tokens: float, *,
                batch: float = 1, tp: int = 1, models: FittedModels | None = None,
-               engine: str = "vllm") -> SweetSpot:
+               engine: str = DEFAULT_STACK) -> SweetSpot:
     """The output length minimising energy per output token, priced by ``chain``."""
     llm, device = get_llm(llm).name, get_device(device).name
     fit = pricing_fit(models, llm, device, tp, engine, batch)
@@ -129,7 +130,7 @@ def sweet_spot(chain: CostChain, llm: str, device: str, input_tokens: float, *,
 
 
 def heat_map(chain: CostChain, llm: str, device: str, *, batch: float = 1, tp: int = 1,
-             models: FittedModels | None = None, engine: str = "vllm",
+             models: FittedModels | None = None, engine: str = DEFAULT_STACK,
              mark_input_tokens: float | None = None) -> Figure:
     """Energy per output token over (input, output) tokens, with the sweet-spot curve."""
     llm, device = get_llm(llm).name, get_device(device).name

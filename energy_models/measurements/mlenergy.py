@@ -1,8 +1,10 @@
-"""Loaders for the ML.ENERGY leaderboard data (Chung et al., NeurIPS D&B 2025; Apache-2.0).
+"""Loaders for the ML.ENERGY leaderboard data (Chung et al., NeurIPS D&B 2025).
 
-v1: HF/FastChat at batch 1 on V100, A40, A100 (J and seconds per response).
-v2: vLLM 0.5.4 with batch-size and tensor-parallel sweeps on A100-40GB and H100.
-Both report averages over a prompt set, not input lengths; the prompt lengths assumed here are
+v1: HF/FastChat at batch 1 on V100, A40, A100 (J and seconds per response); stack ``hf``.
+v2: vLLM 0.5.4 with batch-size and tensor-parallel sweeps on A100-40GB and H100; ``vllm-0.5``.
+v3: vLLM 0.11.1 on H100, 18 models (dense, MoE, hybrid; BF16, FP8, MXFP4), ``max_num_seqs``
+sweeps; ``vllm``.
+All report averages over a prompt set, not input lengths; the prompt lengths assumed here are
 written down in ``ASSUMED_INPUT_TOKENS``.
 """
 
@@ -17,7 +19,16 @@ from energy_models.measurements.schema import Measurements, validate
 
 # Mean prompt tokens of the prompt sets (not in the data): ShareGPT first turns with the
 # FastChat/vLLM chat template, and HumanEval+ problems.
-ASSUMED_INPUT_TOKENS = {"chat": 256, "code": 160}
+ASSUMED_INPUT_TOKENS = {"chat": 256, "code": 160, "lm-arena-chat": 256, "gpqa": 320,
+                       "sourcegraph-fim": 1024}
+"""Mean prompt tokens per task, chat template included. v1/v2: ShareGPT first turns and
+HumanEval+ problems. v3: LMArena prompts (like ShareGPT's), a GPQA-diamond question with its
+four options and instructions, and a Sourcegraph fill-in-the-middle file prefix and suffix
+(its median ITL sits furthest below the mean time per token: long prefills interleave)."""
+V1_VERSION = "transformers generate via FastChat (ML.ENERGY v1, 2023)"
+V2_VERSION = "vLLM 0.5.4 (ML.ENERGY v2, 2024)"
+V3_VERSION = "vLLM 0.11.1 (ML.ENERGY v3, 2025-26)"
+V3_FILE = "v3_h100_llm_flat.csv"
 
 FIT_COLUMNS = (
     "engine", "llm", "device", "input_tokens", "output_tokens", "batch", "tp",
@@ -65,9 +76,42 @@ def _v2(root: str | Path) -> tuple[Measurements, list[str]]:
         "itl_s": kept["avg_tpot_s"],
         "mean_power_w": kept["energy_per_req_J"] * kept["token_tput_tok_s"]
         / kept["avg_output_tokens"],
-        "energy_kind": "gross", "engine": "vllm",
+        "energy_kind": "gross", "engine": "vllm-0.5", "engine_version": V2_VERSION,
         "config": kept["task"] + ".bs" + kept["max_batch_size"].astype(str),
         "source": "mlenergy-v2:" + kept["source_file"],
+    })
+    result = validate(table, origin, kept.index.to_series() + 1)
+    return Measurements(result.table, dropped + result.dropped), skipped
+
+
+def _v3(root: str | Path) -> tuple[Measurements, list[str]]:
+    """ML.ENERGY v3 (``v3_h100_llm_flat.csv`` under ``root``) as measurement-schema rows.
+
+    ``tp`` counts every GPU of the replica (tensor- or expert-parallel; ``config`` marks
+    expert parallelism), ``batch`` is the realised mean of running sequences, ``itl_s`` the
+    median inter-token latency, ``runtime_s`` a request's decode time (output tokens x mean
+    time per token, batch / throughput) and ``mean_power_w`` the power of all its GPUs.
+    """
+    path = Path(root) / V3_FILE
+    flat = pd.read_csv(path).rename(columns={"model_id": "model", "gpu_model": "gpu"})
+    origin = f"mlenergy-v3:{path.name}"
+    kept, skipped = _known(flat)
+    dropped = _dropped_unknown(flat, kept, origin)
+    expert = kept["expert_parallel"] > 1
+    table = pd.DataFrame({
+        "llm": kept["llm"], "device": kept["device"], "tp": kept["num_gpus"],
+        "batch": kept["avg_batch_size"],
+        "input_tokens": kept["task"].map(ASSUMED_INPUT_TOKENS).astype(float),
+        "output_tokens": kept["avg_output_len"],
+        "energy_j": kept["energy_per_token_joules"] * kept["avg_output_len"],
+        "runtime_s": kept["avg_output_len"] * kept["avg_batch_size"]
+        / kept["output_throughput_tokens_per_sec"],
+        "itl_s": kept["median_itl_ms"] / 1e3,
+        "mean_power_w": kept["avg_power_watts"],
+        "energy_kind": "gross", "engine": "vllm", "engine_version": V3_VERSION,
+        "config": kept["task"] + ".seqs" + kept["max_num_seqs"].astype(str)
+        + expert.map({True: ".ep", False: ""}),
+        "source": origin,
     })
     result = validate(table, origin, kept.index.to_series() + 1)
     return Measurements(result.table, dropped + result.dropped), skipped
@@ -83,7 +127,7 @@ def _v1_file(path: Path) -> tuple[Measurements, list[str]]:
         "input_tokens": float(ASSUMED_INPUT_TOKENS["chat"]),
         "output_tokens": kept["response_length"], "energy_j": kept["energy"],
         "runtime_s": kept["latency"], "energy_kind": "gross", "engine": "hf",
-        "config": task, "source": origin,
+        "engine_version": V1_VERSION, "config": task, "source": origin,
     })
     part = validate(rows, origin, kept.index.to_series() + 1)
     return Measurements(part.table, _dropped_unknown(table, kept, origin) + part.dropped), skipped
@@ -105,6 +149,11 @@ def measurements_v2(root: str | Path) -> Measurements:
     energy x batch / runtime would overstate power past the GPUs' TDP.
     """
     return _v2(root)[0]
+
+
+def measurements_v3(root: str | Path) -> Measurements:
+    """v3 as measurement-schema rows (see ``_v3``)."""
+    return _v3(root)[0]
 
 
 def measurements_v1_file(path: str | Path) -> Measurements:
@@ -140,5 +189,13 @@ def load_v1(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """v1 rows for the analytical fit (batch 1; chat and instruct prompt sets) and the model
     names skipped."""
     measured, skipped = _v1(root)
+    t = measured.table
+    return _fit_rows(measured, t["runtime_s"] / t["output_tokens"]), skipped
+
+
+def load_v3(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """v3 rows for the analytical fit (time per token is the mean, batch / throughput) and the
+    model names skipped."""
+    measured, skipped = _v3(root)
     t = measured.table
     return _fit_rows(measured, t["runtime_s"] / t["output_tokens"]), skipped

@@ -8,6 +8,7 @@ target are fitted in each fold, so the form kept is the one that generalised bet
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -18,13 +19,13 @@ from energy_models.predictor.model import (
     INTERVAL_QUANTILES,
     PREDICTED_TARGETS,
     PREDICTOR_FORMS,
-    STACKS,
     Calibration,
     Predictor,
     analytical_targets,
     fit_constants,
     wattgpu_baselines,
 )
+from energy_models.stacks import STACKS
 
 SPLITS = {"pair": "unseen (LLM, GPU) pair", "gpu": "leave one GPU out",
           "llm": "leave one LLM out"}
@@ -184,7 +185,7 @@ def fit_shipped_predictor(rows: pd.DataFrame, progress: Callable[[str], None] = 
         "rows": len(rows),
         "rows_per_stack_and_gpu": {f"{engine} {device}": int(n) for (engine, device), n
                                    in rows.groupby(["engine", "device"]).size().items()},
-        "stacks": {engine: dict(STACKS[engine]) for engine in sorted(rows["engine"].unique())},
+        "stacks": {engine: asdict(STACKS[engine]) for engine in sorted(rows["engine"].unique())},
         "interval": f"{INTERVAL_QUANTILES[0]:.0%}-{INTERVAL_QUANTILES[1]:.0%} quantiles of "
                     "out-of-fold log(measured / predicted)",
         "mdape_pct": {split: {target: round(mdape(oof[split][f"{target}:{forms[target]}"],

@@ -26,36 +26,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from energy_models.analytical.model import WORK_COLUMNS, EngineConstants, analytical_costs
+from energy_models.analytical.model import (
+    WORK_COLUMNS,
+    EngineConstants,
+    analytical_costs,
+    step_bytes,
+)
 from energy_models.catalog.specs import DeviceSpec, LlmSpec, get_device, get_llm
 from energy_models.errors import CalibrationError, ModelFileError
+from energy_models.stacks import STACKS
 
 PREDICTED_TARGETS = ("power_w", "itl_s", "energy_per_token_j")
 """Per-GPU mean power, mean time per output token of a request, and replica energy per output
 token (all devices of the replica)."""
-
-STACKS = {
-    "hf": {
-        "version": "Hugging Face transformers generate via FastChat (ML.ENERGY v1, 2023)",
-        "itl_definition": "request latency / generated tokens: mean time per output token, "
-                          "the request's own prefill included (batch 1)",
-    },
-    "vllm": {
-        "version": "vLLM 0.5.4, CUDA 12.4 (ML.ENERGY v2, 2024)",
-        "itl_definition": "mean time per output token of a request (TPOT), other requests' "
-                          "prefill stalls included (continuous batching)",
-    },
-}
-"""The serving stacks the training data measured, their versions and ITL definitions."""
 
 ARCHITECTURES = ("Turing", "Volta", "Ampere", "Ada Lovelace", "Hopper", "Blackwell")
 
 GPU_FEATURES = ("bandwidth_gb_s", "fp16_tflops", "memory_gb", "tdp_w", "idle_w", "year",
                 "architecture")
 LLM_FEATURES = ("params_b", "active_params_b", "layers", "hidden_size", "heads", "kv_heads",
-                "intermediate_size", "vocab_size", "dtype_bytes", "moe")
+                "intermediate_size", "vocab_size", "weight_bytes_per_param", "moe", "hybrid")
 WORK_FEATURES = ("batch", "tp", "input_tokens", "output_tokens", "engine")
-PHYSICS_FEATURES = ("t_mem_step_s", "t_comp_step_s", "compute_share", "kv_mb_per_token",
+PHYSICS_FEATURES = ("t_mem_step_s", "t_comp_step_s", "compute_share", "kv_mb_per_seq",
                     "analytical_power_frac", "analytical_log_itl", "analytical_log_jpt")
 FEATURES = GPU_FEATURES + LLM_FEATURES + WORK_FEATURES + PHYSICS_FEATURES
 
@@ -83,8 +75,10 @@ def llm_row(spec: LlmSpec) -> dict[str, float]:
     return {"params_b": spec.params_b, "active_params_b": spec.active_params_b,
             "layers": spec.layers, "hidden_size": spec.hidden_size, "heads": spec.heads,
             "kv_heads": spec.kv_heads, "intermediate_size": spec.intermediate_size,
-            "vocab_size": spec.vocab_size, "dtype_bytes": spec.dtype_bytes,
+            "vocab_size": spec.vocab_size,
+            "weight_bytes_per_param": spec.weight_gb / spec.params_b,
             "moe": float(spec.active_params_b < spec.params_b),
+            "hybrid": float(spec.kv_layers_ < spec.layers),
             "kv_mb_per_token": spec.kv_bytes_per_token / 1e6}
 
 
@@ -110,26 +104,35 @@ def measured_targets(table: pd.DataFrame) -> pd.DataFrame:
                         index=table.index)
 
 
-def training_rows(mlenergy_root: str | Path) -> pd.DataFrame:
-    """ML.ENERGY v1 (HF, batch 1) and v2 (vLLM, batch and TP sweeps) as predictor rows.
+def training_rows(data_root: str | Path) -> pd.DataFrame:
+    """ML.ENERGY v1 (``hf``, batch 1), v2 (``vllm-0.5``, batch and TP sweeps) and v3
+    (``vllm``, H100) as predictor rows, from the shared data folder ``data_root``.
 
-    Model and GPU names map to catalog entries through the catalog's aliases (every ML.ENERGY
-    id is an alias of one entry); rows of models outside the catalog are left out. Each row
-    records its stack, the stack's version and how the source defined ITL.
+    Model and GPU names map to catalog entries through the catalog's aliases; rows of models
+    outside the catalog are left out. Each row records its stack family, the engine version
+    that measured it, how the source defined ITL, and the mean time per output token
+    (``tpot_s``, what the analytical model is fitted to).
     """
-    from energy_models.measurements.mlenergy import measurements_v1, measurements_v2
+    from energy_models.analytical.fit import V1V2_FOLDER, V3_FOLDER
+    from energy_models.measurements.mlenergy import (
+        measurements_v1,
+        measurements_v2,
+        measurements_v3,
+    )
 
+    root = Path(data_root)
     parts = []
-    for measured in (measurements_v1(mlenergy_root), measurements_v2(mlenergy_root)):
+    for measured in (measurements_v1(root / V1V2_FOLDER), measurements_v2(root / V1V2_FOLDER),
+                     measurements_v3(root / V3_FOLDER)):
         table = measured.table
         parts.append(pd.concat([
-            table.loc[:, ["llm", "device", "engine", "batch", "tp", "input_tokens",
-                          "output_tokens", "config", "source"]],
+            table.loc[:, ["llm", "device", "engine", "engine_version", "batch", "tp",
+                          "input_tokens", "output_tokens", "config", "source"]],
             measured_targets(table),
+            (table["runtime_s"] / table["output_tokens"]).rename("tpot_s"),
         ], axis=1))
     rows = pd.concat(parts, ignore_index=True)
-    rows["engine_version"] = rows["engine"].map(lambda e: STACKS[e]["version"])
-    rows["itl_definition"] = rows["engine"].map(lambda e: STACKS[e]["itl_definition"])
+    rows["itl_definition"] = rows["engine"].map(lambda e: STACKS[e].itl_definition)
     return rows
 
 
@@ -140,17 +143,22 @@ def fit_table(rows: pd.DataFrame) -> pd.DataFrame:
         "input_tokens": rows["input_tokens"], "output_tokens": rows["output_tokens"],
         "batch": rows["batch"], "tp": rows["tp"],
         "energy_j": rows["energy_per_token_j"] * rows["output_tokens"],
-        "time_per_token_s": rows["itl_s"], "task": rows["config"].str.split(".").str[0],
+        "time_per_token_s": rows["tpot_s"], "task": rows["config"].str.split(".").str[0],
         "source": rows["source"],
     })
 
 
 def fit_constants(rows: pd.DataFrame) -> dict[str, EngineConstants]:
-    """The analytical model's constants per stack, fitted on these rows only."""
+    """The analytical model's constants per stack, fitted on these rows only (``hf`` has no
+    tensor-parallel row and takes ``tp_overhead`` from ``vllm-0.5`` where both are fitted)."""
     from energy_models.analytical.fit import fit_engine
 
-    return {engine: fit_engine(fit_table(group)).constants
-            for engine, group in rows.groupby("engine", sort=True)}
+    constants: dict[str, EngineConstants] = {}
+    for engine in sorted(rows["engine"].unique(), key=lambda e: e == "hf"):
+        fixed = ({"tp_overhead": constants["vllm-0.5"].tp_overhead}
+                 if engine == "hf" and "vllm-0.5" in constants else {})
+        constants[engine] = fit_engine(fit_table(rows[rows["engine"] == engine]), fixed).constants
+    return dict(sorted(constants.items()))
 
 
 def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstants],
@@ -186,18 +194,17 @@ def features(work: pd.DataFrame, analytical: pd.DataFrame,
     model's predictions for the same rows."""
     llm, gpu = _specs(work, extra_llms or {})
     batch, tp = work["batch"].to_numpy(float), work["tp"].to_numpy(float)
-    context = work["input_tokens"].to_numpy(float) + work["output_tokens"].to_numpy(float) / 2
     bandwidth = gpu["bandwidth_gb_s"].to_numpy() * 1e9
-    weight_bytes = np.minimum(llm["params_b"], llm["active_params_b"] * batch) * 1e9 * llm[
-        "dtype_bytes"]
-    kv_bytes = batch * context * llm["kv_mb_per_token"].to_numpy() * 1e6
-    t_mem = (weight_bytes.to_numpy() + kv_bytes) / (tp * bandwidth)
+    specs = {name: (extra_llms or {}).get(name) or get_llm(name) for name in work["llm"].unique()}
+    weight_bytes, cache_bytes = step_bytes(work, specs)
+    t_mem = (weight_bytes + batch * cache_bytes) / (tp * bandwidth)
     t_comp = 2 * llm["active_params_b"].to_numpy() * 1e9 * batch / (
         tp * gpu["fp16_tflops"].to_numpy() * 1e12)
     table = pd.concat([gpu, llm], axis=1).assign(
         batch=batch, tp=tp, input_tokens=work["input_tokens"].to_numpy(float),
         output_tokens=work["output_tokens"].to_numpy(float),
-        engine=work["engine"].map(lambda e: float(sorted(STACKS).index(e))).to_numpy(),
+        engine=work["engine"].map(lambda e: float(list(STACKS).index(e))).to_numpy(),
+        kv_mb_per_seq=cache_bytes / 1e6,
         t_mem_step_s=t_mem, t_comp_step_s=t_comp,
         compute_share=t_comp / np.maximum(t_mem, t_comp),
         analytical_power_frac=analytical["power_w"].to_numpy() / gpu["tdp_w"].to_numpy(),

@@ -1,0 +1,49 @@
+"""Serving-stack families: the engine and its generation move the numbers as much as the GPU.
+
+A family names the stacks whose costs one set of constants and corrections describes. The
+measured data behind each family is listed with the engine versions it ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from energy_models.registry import Registry
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    description: str
+    measured_versions: tuple[str, ...]
+    """Engine versions of the training rows of this family."""
+    itl_definition: str
+    """What the family's measured ITL is."""
+
+
+STACKS: Registry[Stack] = Registry("serving stack")
+for _stack in (
+    Stack("vllm", "vLLM 0.10 and later (V1 engine: chunked prefill, CUDA graphs, paged KV "
+                  "cache), today's default",
+          ("vLLM 0.11.1 (ML.ENERGY v3, 2025-26)", "vLLM 0.10.1.1 (PowerTrace runs, 2026)"),
+          "median gap between consecutive streamed tokens (chunked prefill spreads other "
+          "requests' prefills over steps)"),
+    Stack("vllm-0.5", "vLLM 0.5 (2024: V0 engine, no chunked prefill by default)",
+          ("vLLM 0.5.4, CUDA 12.4 (ML.ENERGY v2, 2024)",),
+          "mean time per output token of a request (TPOT), other requests' prefill stalls "
+          "included (continuous batching)"),
+    Stack("hf", "Hugging Face transformers generate, one request at a time",
+          ("transformers generate via FastChat (ML.ENERGY v1, 2023)",),
+          "request latency / generated tokens: mean time per output token, the request's own "
+          "prefill included (batch 1)"),
+):
+    STACKS.register(_stack.name)(_stack)
+
+DEFAULT_STACK = "vllm"
+CPU_ENGINE = "cpu"
+"""The constants CPU pools are priced with (llama.cpp-style decoding; assumed, not fitted)."""
+
+
+def stack(name: str) -> Stack:
+    """The family called ``name``; UnknownNameError lists the known ones."""
+    return STACKS.lookup(name)
