@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from importlib import resources
 from pathlib import Path
@@ -11,10 +12,13 @@ import pytest
 import yaml
 
 from energy_models.catalog.specs import (
+    WEIGHT_BYTES,
     Catalog,
     DeviceSpec,
     LlmSpec,
     _build,
+    _check_llm,
+    catalog_rows,
     devices,
     get_device,
     get_llm,
@@ -25,6 +29,17 @@ from energy_models.registry import UnknownNameError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MLENERGY = SHARED / "data" / "mlenergy-leaderboard-v1v2"
+MLENERGY_V3 = SHARED / "data" / "mlenergy-leaderboard-v3-h100" / "v3_h100_llm_flat.csv"
+V3_PRECISION = {"bfloat16": "bf16", "fp8": "fp8", "mxfp4": "mxfp4"}
+# v3 rows whose parameter counts are the model name's rounded size, not a count: the catalog
+# keeps the model card's number.
+V3_NAME_SIZES = {
+    ("Qwen/Qwen3-14B", "total"): 14.77,  # Qwen3 card: 14.8B
+    ("Qwen/Qwen3-14B", "active"): 14.77,
+    ("Qwen/Qwen3-30B-A3B-Instruct-2507", "active"): 3.3,  # card: 3.3B activated
+    ("Qwen/Qwen3-30B-A3B-Thinking-2507", "active"): 3.3,
+    ("Qwen/Qwen3-Coder-30B-A3B-Instruct", "active"): 3.3,
+}
 WATTGPU = SHARED / "data" / "wattgpu"
 
 REQUIRED_GPUS = [
@@ -233,7 +248,17 @@ def test_llm_sanity(spec):
     assert spec.quality_source.strip()
     assert spec.source.strip()
     assert spec.kv_bytes_per_token > 0
-    assert spec.weight_gb == pytest.approx(spec.params_b * spec.dtype_bytes)
+    assert spec.weight_dtype in WEIGHT_BYTES
+    if spec.served_weight_gb is None:
+        assert spec.weight_gb == pytest.approx(spec.params_b * WEIGHT_BYTES[spec.weight_dtype])
+    else:
+        # Mixed precision: between all-quantized and all-BF16.
+        assert (spec.params_b * WEIGHT_BYTES[spec.weight_dtype] <= spec.served_weight_gb
+                <= spec.params_b * 2)
+    # MoE exactly where some parameters idle, with the router's shape.
+    assert (spec.experts > 0) == (spec.active_params_b < spec.params_b)
+    assert spec.experts_per_token <= spec.experts
+    assert spec.sliding_layers <= spec.kv_layers_ <= spec.layers
 
 
 @pytest.mark.parametrize(
@@ -251,6 +276,64 @@ def test_dense_params_match_shape(spec):
 )
 def test_moe_active_fraction(spec):
     assert spec.active_params_b < 0.5 * spec.params_b
+
+
+@pytest.mark.parametrize(("name", "window", "layers"), [
+    ("gemma-2-9b", 4096, 21), ("gemma-3-27b", 1024, 52), ("gpt-oss-120b", 128, 18),
+    ("llama-4-scout-17b-16e", 8192, 36), ("mistral-7b-v0.1", 4096, 32),
+])
+def test_sliding_windows(name, window, layers):
+    spec = get_llm(name)
+    assert (spec.sliding_window, spec.sliding_layers) == (window, layers)
+    # Past the window, only the global layers keep growing.
+    long = spec.kv_bytes_per_sequence(10 * window) - spec.kv_bytes_per_sequence(9 * window)
+    full_layers = spec.kv_layers_ - spec.sliding_layers
+    assert long == pytest.approx(full_layers * window * spec.kv_bytes_per_token_layer)
+
+
+def test_gpt_oss_weights_as_served():
+    # MXFP4 experts beside BF16 attention and embeddings: about 12.8 and 60.8 GiB.
+    assert get_llm("gpt-oss-20b").weight_gb * 1e9 / 2**30 == pytest.approx(12.8, abs=0.05)
+    assert get_llm("gpt-oss-120b").weight_gb * 1e9 / 2**30 == pytest.approx(60.8, abs=0.05)
+    assert get_llm("unsloth/gpt-oss-20b-BF16").weight_gb == pytest.approx(41.8)
+
+
+def test_hybrid_and_latent_kv():
+    nano = get_llm("nvidia/NVIDIA-Nemotron-Nano-9B-v2")
+    assert nano.kv_layers == 4
+    assert nano.kv_bytes_per_token == 4 * 2 * 8 * 128 * 2
+    assert nano.kv_bytes_per_sequence(0) == nano.state_bytes_per_seq == 143548416
+    deepseek = get_llm("deepseek-v3")
+    assert deepseek.kv_bytes_per_token == 61 * 576 * 2
+
+
+def test_catalog_rows_carry_weights_as_served():
+    rows = {row["name"]: row for row in catalog_rows("llms")}
+    assert rows["gpt-oss-120b"]["weight_dtype"] == "mxfp4"
+    assert rows["gpt-oss-120b"]["weight_gb"] == 65.25
+    assert rows["llama-3.1-8b"]["weight_gb"] == pytest.approx(16.06)
+    assert {"quality", "kv_heads", "max_context"} <= set(rows["llama-3.1-8b"])
+
+
+@pytest.mark.parametrize(("change", "fragments"), [
+    ({"weight_dtype": "nf4"}, ["field 'weight_dtype' is 'nf4'", "bf16, fp16, fp8"]),
+    ({"experts": 8}, ["'experts' and 'experts_per_token' must both be set", "8 and 0"]),
+    ({"experts": 4, "experts_per_token": 8}, ["'experts_per_token' (8)", "experts (4)"]),
+    ({"kv_layers": 40}, ["'kv_layers' (40)", "layers (32)"]),
+    ({"sliding_layers": 33, "sliding_window": 4096}, ["'sliding_layers' (33)", "KV layers (32)"]),
+    ({"kv_layers": 4, "sliding_layers": 5, "sliding_window": 64}, ["KV layers (4)"]),
+    ({"sliding_layers": 16}, ["'sliding_window' must be a positive", "got None"]),
+    ({"served_weight_gb": 0.0}, ["'served_weight_gb' must be positive"]),
+])
+def test_llm_entry_rules(change, fragments):
+    bad = dataclasses.replace(get_llm("llama-3.1-8b"), **change)
+    with pytest.raises(CatalogError) as info:
+        _check_llm(bad, "llms.yaml entry 0")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("llms.yaml entry 0 (llama-3.1-8b): ")
+    for fragment in fragments:
+        assert fragment in message, message
 
 
 # ---------------------------------------------------------------- names and aliases
@@ -348,6 +431,25 @@ def test_mlenergy_v2_models_and_gpus_resolve():
         get_llm(model)
     for gpu in sorted(gpus):
         assert get_device(gpu).kind == "gpu"
+
+
+def test_mlenergy_v3_models_resolve_in_their_precision():
+    path = _require(MLENERGY_V3)
+    with path.open(newline="") as f:
+        rows = {row["model_id"]: row for row in csv.DictReader(f)}
+    assert len(rows) >= 18
+    for model_id, row in sorted(rows.items()):
+        spec = get_llm(model_id)
+        assert spec.weight_dtype == V3_PRECISION[row["weight_precision"]], model_id
+        for kind, ours, column in (("total", spec.params_b, "total_params_billions"),
+                                   ("active", spec.active_params_b,
+                                    "activated_params_billions")):
+            theirs = float(row[column])
+            if (model_id, kind) in V3_NAME_SIZES:
+                assert ours == pytest.approx(V3_NAME_SIZES[model_id, kind])
+                assert int(ours) == theirs, (model_id, kind)  # the name rounds the count down
+            else:
+                assert ours == pytest.approx(theirs, rel=0.05), (model_id, kind)
 
 
 def test_mlenergy_v1_models_resolve():

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from energy_models.catalog.hf_config import FAMILIES, QUALITY_SOURCE, llm_from_config
-from energy_models.catalog.specs import get_llm, llms
+from energy_models.catalog.specs import WEIGHT_BYTES, get_llm, llms
 from energy_models.errors import ConfigError, EnergyModelError
 
 LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "attention_bias": False,
@@ -232,7 +232,7 @@ PUBLISHED = {
     "falcon-7b": (7.0, None),
     "falcon-40b": (41.8, None),
 }
-ACTIVE_WITHOUT_INPUT_EMBEDDING = {"gpt-oss-20b", "gpt-oss-120b"}
+ACTIVE_WITHOUT_INPUT_EMBEDDING = {"gpt-oss-20b", "gpt-oss-120b", "gpt-oss-20b-bf16"}
 SIGLIP_B = 0.417
 """Gemma 3's vision encoder (Gemma 3 report, Table 1); the catalog's Gemma 3 counts include it."""
 
@@ -600,7 +600,8 @@ def test_bad_flag_and_dtype():
 def test_unsupported_model_type():
     with pytest.raises(ConfigError) as info:
         llm_from_config({"model_type": "mamba", "hidden_size": 768}, name="x")
-    assert_one_line(info, "config.json: unsupported model_type 'mamba'; supported: falcon, gemma,")
+    assert_one_line(info, "config.json: unsupported model_type 'mamba'; supported: deepseek_v3, "
+                          "falcon, gemma,")
     for family in FAMILIES:
         assert family in str(info.value)
 
@@ -676,3 +677,268 @@ def test_wattgpu_configs_reproduce_the_catalog_params(shared_data):
             catalogued.layers, catalogued.hidden_size, catalogued.heads, catalogued.kv_heads)
         checked.add(row["model_type"])
     assert checked >= {"llama", "qwen2", "qwen3", "gemma2", "gemma3", "mistral", "phi3", "gpt_oss"}
+
+
+# ---------------------------------------------------------------- ML.ENERGY v3 models
+
+# The v3 models' configs (the keys that matter, as published on Hugging Face).
+# The 2507 releases: the first Qwen3 MoE shapes with a 256k context.
+QWEN3_MOE_2507 = CONFIGS["qwen3-235b-a22b"] | {"max_position_embeddings": 262144}
+QWEN3_30B_2507 = CONFIGS["qwen3-30b-a3b"] | {"max_position_embeddings": 262144}
+QWEN3_CODER_480B = QWEN3_MOE_2507 | {"hidden_size": 6144, "intermediate_size": 8192,
+                                     "moe_intermediate_size": 2560, "num_hidden_layers": 62,
+                                     "num_attention_heads": 96, "num_key_value_heads": 8,
+                                     "num_experts": 160}
+QWEN_FP8 = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+            "weight_block_size": [128, 128]}
+NEMOTRON_NANO_9B = {"model_type": "nemotron_h", "hidden_size": 4480, "intermediate_size": 15680,
+                    "num_hidden_layers": 56, "num_attention_heads": 40, "num_key_value_heads": 8,
+                    "head_dim": 128, "vocab_size": 131072, "max_position_embeddings": 131072,
+                    "hybrid_override_pattern":
+                        "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
+                    "mamba_num_heads": 128, "mamba_head_dim": 80, "n_groups": 8,
+                    "ssm_state_size": 128, "conv_kernel": 4, "use_conv_bias": True,
+                    "use_bias": False, "mlp_bias": False, "attention_bias": False,
+                    "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+NEMOTRON_NANO_12B = NEMOTRON_NANO_9B | {
+    "hidden_size": 5120, "intermediate_size": 20480, "num_hidden_layers": 62,
+    "hybrid_override_pattern": "M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-"}
+DEEPSEEK_V3 = {"model_type": "deepseek_v3", "hidden_size": 7168, "intermediate_size": 18432,
+               "moe_intermediate_size": 2048, "num_hidden_layers": 61,
+               "num_attention_heads": 128, "num_key_value_heads": 128, "n_routed_experts": 256,
+               "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
+               "moe_layer_freq": 1, "q_lora_rank": 1536, "kv_lora_rank": 512,
+               "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+               "topk_method": "noaux_tc", "vocab_size": 129280,
+               "max_position_embeddings": 163840, "tie_word_embeddings": False,
+               "torch_dtype": "bfloat16",
+               "quantization_config": {"quant_method": "fp8", "fmt": "e4m3",
+                                       "activation_scheme": "dynamic",
+                                       "weight_block_size": [128, 128]}}
+QWEN3_14B = {"model_type": "qwen3", "hidden_size": 5120, "intermediate_size": 17408,
+             "num_hidden_layers": 40, "num_attention_heads": 40, "num_key_value_heads": 8,
+             "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 40960,
+             "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
+GEMMA_3_12B = {"model_type": "gemma3", "text_config": {
+    "model_type": "gemma3_text", "hidden_size": 3840, "intermediate_size": 15360,
+    "num_hidden_layers": 48, "num_attention_heads": 16, "num_key_value_heads": 8,
+    "head_dim": 256, "sliding_window": 1024}, "torch_dtype": "bfloat16"}
+LLAMA_405B = LLAMA | {"hidden_size": 16384, "intermediate_size": 53248, "num_hidden_layers": 126,
+                      "num_attention_heads": 128, "num_key_value_heads": 8,
+                      "tie_word_embeddings": False}
+# Meta's FP8 405B: row-wise FP8 MLPs; layers 0 and 125 and all attention stay BF16 (the
+# modules_to_not_convert transformers' conversion script writes).
+LLAMA_405B_FP8 = {"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0,
+                  "modules_to_not_convert": ["model.layers.0", "model.layers.125", "lm_head",
+                                             *(f"model.layers.{i}.self_attn"
+                                               for i in range(1, 125))]}
+# Assumed, not verified against the published file: only the routed experts in FP8.
+MAVERICK_FP8 = {"quant_method": "fbgemm_fp8",
+                "modules_to_not_convert": ["re:.*self_attn.*", "re:.*shared_expert.*",
+                                           "re:.*router.*",
+                                           "re:.*feed_forward.(gate|up|down)_proj", "lm_head",
+                                           "re:.*vision_model.*"]}
+GPT_OSS_MXFP4 = {"quant_method": "mxfp4",
+                 "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                            "model.embed_tokens", "lm_head"]}
+V3_CONFIGS = {
+    "Qwen/Qwen3-14B": QWEN3_14B,
+    "Qwen/Qwen3-8B": CONFIGS["qwen3-8b"],
+    "Qwen/Qwen3-235B-A22B-Instruct-2507": QWEN3_MOE_2507,
+    "Qwen/Qwen3-235B-A22B-Thinking-2507": QWEN3_MOE_2507,
+    "Qwen/Qwen3-235B-A22B-Instruct-2507-FP8": QWEN3_MOE_2507 | {"quantization_config": QWEN_FP8},
+    "Qwen/Qwen3-235B-A22B-Thinking-2507-FP8": QWEN3_MOE_2507 | {"quantization_config": QWEN_FP8},
+    "Qwen/Qwen3-30B-A3B-Instruct-2507": QWEN3_30B_2507,
+    "Qwen/Qwen3-30B-A3B-Thinking-2507": QWEN3_30B_2507,
+    "Qwen/Qwen3-Coder-30B-A3B-Instruct": QWEN3_30B_2507,
+    "Qwen/Qwen3-Coder-480B-A35B-Instruct": QWEN3_CODER_480B,
+    "Qwen/Qwen3-Coder-480B-A35B-Instruct-FP8": QWEN3_CODER_480B | {"quantization_config": QWEN_FP8},
+    "nvidia/NVIDIA-Nemotron-Nano-9B-v2": NEMOTRON_NANO_9B,
+    "nvidia/NVIDIA-Nemotron-Nano-12B-v2": NEMOTRON_NANO_12B,
+    "openai/gpt-oss-120b": CONFIGS["gpt-oss-120b"] | {"quantization_config": GPT_OSS_MXFP4},
+    "openai/gpt-oss-20b": CONFIGS["gpt-oss-20b"] | {"quantization_config": GPT_OSS_MXFP4},
+    "google/gemma-3-12b-it": GEMMA_3_12B,
+    "meta-llama/Llama-3.1-405B-Instruct-FP8": LLAMA_405B | {"quantization_config": LLAMA_405B_FP8},
+    "meta-llama/Llama-3.1-70B-Instruct": CONFIGS["llama-3.1-70b"],
+    "meta-llama/Llama-3.1-8B-Instruct": CONFIGS["llama-3.1-8b"],
+    "meta-llama/Llama-4-Maverick-17B-128E-Instruct-FP8":
+        CONFIGS["llama-4-maverick-17b-128e"] | {"quantization_config": MAVERICK_FP8},
+    "meta-llama/Llama-4-Scout-17B-16E-Instruct": CONFIGS["llama-4-scout-17b-16e"],
+    "deepseek-ai/DeepSeek-V3": DEEPSEEK_V3,
+    "deepseek-ai/DeepSeek-R1": DEEPSEEK_V3,
+}
+
+
+@pytest.mark.parametrize("model_id", sorted(V3_CONFIGS))
+def test_v3_configs_agree_with_the_catalog(model_id):
+    catalogued = get_llm(model_id)
+    derived = llm_from_config(V3_CONFIGS[model_id], name="x")
+    total, active, weight_gb = derived.params_b, derived.active_params_b, derived.weight_gb
+    if catalogued.name.startswith("gemma-3"):
+        total, active, weight_gb = total + SIGLIP_B, active + SIGLIP_B, weight_gb + 2 * SIGLIP_B
+    if catalogued.name in ACTIVE_WITHOUT_INPUT_EMBEDDING:
+        active -= derived.vocab_size * derived.hidden_size / 1e9
+    assert total == pytest.approx(catalogued.params_b, rel=0.02)
+    assert active == pytest.approx(catalogued.active_params_b, rel=0.02)
+    assert derived.weight_dtype == catalogued.weight_dtype
+    assert weight_gb == pytest.approx(catalogued.weight_gb, rel=0.02)
+    assert derived.kv_bytes_per_token == catalogued.kv_bytes_per_token
+    assert derived.kv_bytes_per_sequence(100_000) == pytest.approx(
+        catalogued.kv_bytes_per_sequence(100_000))
+    assert (derived.experts, derived.experts_per_token) == (
+        catalogued.experts, catalogued.experts_per_token)
+    assert (derived.sliding_window, derived.sliding_layers) == (
+        catalogued.sliding_window, catalogued.sliding_layers)
+
+
+def test_v3_configs_cover_the_leaderboard(shared_data):
+    path = shared_data / "mlenergy-leaderboard-v3-h100" / "v3_h100_llm_flat.csv"
+    if not path.exists():
+        pytest.skip(f"{path} is absent")
+    with path.open(newline="") as f:
+        assert {row["model_id"] for row in csv.DictReader(f)} <= set(V3_CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(set(CONFIGS) & {m.name for m in llms()}))
+def test_catalog_windows_and_experts_agree(name):
+    derived, catalogued = spec(name), get_llm(name)
+    assert (derived.sliding_window, derived.sliding_layers) == (
+        catalogued.sliding_window, catalogued.sliding_layers)
+    assert (derived.experts, derived.experts_per_token) == (
+        catalogued.experts, catalogued.experts_per_token)
+
+
+@pytest.mark.parametrize(("name", "window", "layers"), [
+    ("gemma-2-9b", 4096, 21),  # even layers of 42
+    ("gemma-3-1b", 512, 22),  # 5 of every 6 of 26
+    ("gemma-3-27b", 1024, 52),
+    ("gpt-oss-20b", 128, 12),
+    ("llama-4-scout-17b-16e", 8192, 36),  # 3 RoPE layers of every 4
+    ("mistral-7b", None, 0),  # v0.3: no window
+    ("qwen3-8b", None, 0),
+])
+def test_sliding_layers(name, window, layers):
+    s = spec(name)
+    assert (s.sliding_window, s.sliding_layers) == (window, layers)
+
+
+def test_window_sources():
+    assert spec("mistral-7b", sliding_window=4096).sliding_layers == 32
+    types = ["full_attention"] * 20 + ["sliding_attention"] * 4
+    assert spec("gpt-oss-20b", layer_types=types).sliding_layers == 4
+    scout = CONFIGS["llama-4-scout-17b-16e"]
+    nope = {**scout, "text_config": {**scout["text_config"], "no_rope_layers": [1, 0] * 24}}
+    assert llm_from_config(nope, name="x").sliding_layers == 24
+    with pytest.raises(ConfigError) as info:
+        spec("gpt-oss-20b", layer_types=["full_attention"])
+    assert_one_line(info, "field 'layer_types' must name one type for each of the 24 layers")
+
+
+def test_nemotron_h_hybrid():
+    s = llm_from_config(NEMOTRON_NANO_9B, name="x")
+    # 27 Mamba, 4 attention, 25 MLP layers; 8.89B as Hugging Face counts it.
+    assert s.params_b == pytest.approx(8.89, abs=0.005)
+    assert s.kv_layers == 4
+    assert s.kv_bytes_per_token == 4 * 2 * 8 * 128 * 2
+    # 27 layers x (BF16 conv state 3 x 12288 + float32 SSM state 128 x 80 x 128).
+    assert s.state_bytes_per_seq == 27 * (3 * 12288 * 2 + 128 * 80 * 128 * 4)
+    bf16_state = llm_from_config({**NEMOTRON_NANO_9B, "mamba_ssm_cache_dtype": "bfloat16"},
+                                 name="x")
+    assert bf16_state.state_bytes_per_seq == 27 * (3 * 12288 + 128 * 80 * 128) * 2
+    assert llm_from_config(NEMOTRON_NANO_12B, name="x").params_b == pytest.approx(12.31,
+                                                                                   abs=0.005)
+
+
+@pytest.mark.parametrize("pattern", ["M*-", "M-M-E*" + "M-" * 25, 7])
+def test_nemotron_h_pattern_must_fit(pattern):
+    with pytest.raises(ConfigError) as info:
+        llm_from_config({**NEMOTRON_NANO_9B, "hybrid_override_pattern": pattern}, name="x")
+    assert_one_line(info, "field 'hybrid_override_pattern' must hold one of M, * or -")
+
+
+def test_deepseek_v3_latent_attention_and_shared_experts():
+    s = llm_from_config(DEEPSEEK_V3, name="x")
+    assert s.params_b == pytest.approx(671.0, abs=0.1)  # DeepSeek: 671B, 37B activated
+    assert s.active_params_b == pytest.approx(37.0, rel=0.02)  # with the input embedding
+    assert s.kv_values_per_token_layer == 512 + 64
+    assert s.kv_bytes_per_token == 61 * 576 * 2
+    assert (s.experts, s.experts_per_token, s.intermediate_size) == (256, 8, 2048)
+    # Each of the 58 MoE layers drops its shared expert: 3 x 7168 x 2048 fewer active params.
+    unshared = llm_from_config({**DEEPSEEK_V3, "n_shared_experts": None}, name="x")
+    assert s.active_params_b - unshared.active_params_b == pytest.approx(
+        58 * 3 * 7168 * 2048 / 1e9, abs=0.002)
+    all_dense = llm_from_config({**DEEPSEEK_V3, "first_k_dense_replace": 61}, name="x")
+    assert all_dense.active_params_b == all_dense.params_b
+
+
+# ---------------------------------------------------------------- quantization_config
+
+
+def test_mxfp4_experts_beside_bf16():
+    s = llm_from_config(V3_CONFIGS["openai/gpt-oss-20b"], name="x")
+    experts = 24 * 32 * 3 * 2880 * 2880
+    assert s.weight_dtype == "mxfp4"
+    assert s.served_weight_gb == pytest.approx(
+        (experts * 4.25 / 8 + (20.915e9 - experts) * 2) / 1e9, abs=0.01)
+    assert s.served_weight_gb * 1e9 / 2**30 == pytest.approx(12.8, abs=0.05)
+    with pytest.raises(ConfigError) as info:
+        spec("llama-3.1-8b", quantization_config=GPT_OSS_MXFP4)
+    assert_one_line(info, "'mxfp4' is read for MoE experts only")
+
+
+def test_fbgemm_keeps_attention_and_end_layers():
+    s = llm_from_config(V3_CONFIGS["meta-llama/Llama-3.1-405B-Instruct-FP8"], name="x")
+    mlp = 124 * 3 * 16384 * 53248
+    assert s.served_weight_gb == pytest.approx((mlp + (s.params_b * 1e9 - mlp) * 2) / 1e9,
+                                               abs=0.01)
+    everything = spec("llama-3.1-8b", quantization_config={"quant_method": "fp8"})
+    # Only the embeddings, output layer and norms stay BF16.
+    assert everything.served_weight_gb == pytest.approx(
+        8.030 + 2 * 128256 * 4096 / 1e9 + 65 * 4096 / 1e9, abs=0.01)
+
+
+@pytest.mark.parametrize(("quantization", "dtype"), [
+    ({"quant_method": "fp8", "weight_block_size": [128, 128]}, "fp8"),
+    ({"quant_method": "awq", "bits": 4, "group_size": 128}, "int4"),
+    ({"quant_method": "gptq", "bits": 8}, "int8"),
+    ({"quant_method": "gptq", "bits": 4}, "int4"),
+    ({"quant_method": "compressed-tensors", "ignore": ["lm_head"],
+      "config_groups": {"group_0": {"weights": {"num_bits": 8, "type": "float"}}}}, "fp8"),
+    ({"quant_method": "compressed-tensors",
+      "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "int"}}}}, "int4"),
+])
+def test_quantized_formats(quantization, dtype):
+    s = spec("llama-3.1-8b", quantization_config=quantization)
+    assert s.weight_dtype == dtype
+    assert s.params_b == 8.030  # the count does not change
+    assert s.params_b * WEIGHT_BYTES[dtype] < s.served_weight_gb < s.params_b * 2
+
+
+def test_excluded_attention_stays_bf16():
+    base = {"quant_method": "gptq", "bits": 4}
+    all_4bit = spec("llama-3.1-8b", quantization_config=base)
+    kept = spec("llama-3.1-8b", quantization_config={
+        **base, "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.3.mlp"]})
+    attention = 32 * 4096 * 128 * (2 * 32 + 2 * 8)
+    mlp_layer = 3 * 4096 * 14336
+    assert kept.served_weight_gb - all_4bit.served_weight_gb == pytest.approx(
+        (attention + mlp_layer) * (2 - 4.25 / 8) / 1e9, abs=0.01)
+
+
+@pytest.mark.parametrize(("quantization", "fragments"), [
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True},
+     ["field 'quantization_config.quant_method' is 'bitsandbytes'; supported: awq,",
+      "fp8, gptq, mxfp4"]),
+    ({"bits": 4}, ["field 'quantization_config.quant_method' is None"]),
+    ({"quant_method": "awq", "bits": 3}, ["field 'quantization_config.bits' is 3"]),
+    ({"quant_method": "compressed-tensors",
+      "config_groups": {"group_0": {"weights": {"num_bits": 4, "type": "float"}}}},
+     ["'quantization_config.config_groups' weights are [(4, 'float')]", "(4, int)"]),
+    ({"quant_method": "fp8", "modules_to_not_convert": "lm_head"},
+     ["field 'quantization_config.modules_to_not_convert' must be a list"]),
+    ("fp8", ["field 'quantization_config' must be a mapping"]),
+])
+def test_unsupported_quantization(quantization, fragments):
+    with pytest.raises(ConfigError) as info:
+        spec("llama-3.1-8b", quantization_config=quantization)
+    assert_one_line(info, *fragments)

@@ -212,10 +212,39 @@ def devices() -> Catalog:
     return Catalog("device", items)
 
 
+def _check_llm(spec: LlmSpec, where: str) -> LlmSpec:
+    """The cross-field rules of an LLM entry: a known weight format, experts and windows that
+    fit the layers."""
+    where = f"{where} ({spec.name})"
+    if spec.weight_dtype not in WEIGHT_BYTES:
+        raise CatalogError(f"{where}: field 'weight_dtype' is {spec.weight_dtype!r}; expected "
+                           f"one of {', '.join(WEIGHT_BYTES)}")
+    if spec.served_weight_gb is not None and not spec.served_weight_gb > 0:
+        raise CatalogError(f"{where}: field 'served_weight_gb' must be positive, got "
+                           f"{spec.served_weight_gb!r}")
+    if (spec.experts == 0) != (spec.experts_per_token == 0):
+        raise CatalogError(f"{where}: fields 'experts' and 'experts_per_token' must both be set "
+                           f"(MoE) or both be 0 (dense), got {spec.experts} and "
+                           f"{spec.experts_per_token}")
+    if not 0 <= spec.experts_per_token <= spec.experts:
+        raise CatalogError(f"{where}: field 'experts_per_token' ({spec.experts_per_token}) must "
+                           f"be between 0 and experts ({spec.experts})")
+    if spec.kv_layers is not None and not 0 <= spec.kv_layers <= spec.layers:
+        raise CatalogError(f"{where}: field 'kv_layers' ({spec.kv_layers}) must be between 0 "
+                           f"and layers ({spec.layers})")
+    if not 0 <= spec.sliding_layers <= spec.kv_layers_:
+        raise CatalogError(f"{where}: field 'sliding_layers' ({spec.sliding_layers}) must be "
+                           f"between 0 and the KV layers ({spec.kv_layers_})")
+    if spec.sliding_layers and not (spec.sliding_window or 0) > 0:
+        raise CatalogError(f"{where}: field 'sliding_window' must be a positive token count "
+                           f"where sliding_layers is set, got {spec.sliding_window!r}")
+    return spec
+
+
 @cache
 def llms() -> Catalog:
     items = [
-        _build(LlmSpec, entry, f"llms.yaml entry {i}", {})
+        _check_llm(_build(LlmSpec, entry, f"llms.yaml entry {i}", {}), f"llms.yaml entry {i}")
         for i, entry in enumerate(_load_yaml("llms.yaml"))
     ]
     return Catalog("LLM", items)
@@ -234,7 +263,9 @@ def catalog_rows(kind: Literal["gpus", "cpus", "llms"]) -> list[dict[str, Any]]:
     if kind == "llms":
         return [{"name": m.name, "params_b": m.params_b, "active_params_b": m.active_params_b,
                  "layers": m.layers, "kv_heads": m.kv_heads, "max_context": m.max_context,
-                 "quality": m.quality, "quality_source": m.quality_source} for m in llms()]
+                 "quality": m.quality, "quality_source": m.quality_source,
+                 "weight_dtype": m.weight_dtype, "weight_gb": round(m.weight_gb, 2)}
+                for m in llms()]
     wanted = "gpu" if kind == "gpus" else "cpu"
     return [{"name": d.name, "memory_gb": d.memory_gb, "bandwidth_gb_s": d.bandwidth_gb_s,
              "fp16_tflops": d.fp16_tflops, "tdp_w": d.tdp_w, "idle_w": d.idle_w,
