@@ -12,12 +12,7 @@ import pandas as pd
 
 from energy_models.catalog.specs import get_device, get_llm
 from energy_models.cost import CostChain
-from energy_models.memory import (
-    RUNTIME_OVERHEAD_GB,
-    TP_DEGREES,
-    memory_need_gb,
-    usable_memory_gb,
-)
+from energy_models.memory import TP_DEGREES, serving_settings
 from scheduler.errors import InputError
 from scheduler.inventory import Fleet
 from solvers.problem import DemandClass, Deployment, Pool, Problem, Rack
@@ -43,30 +38,29 @@ class Built:
     """One row per deployment: ``deployment``, pool, device, llm, tp, batch, source, ..."""
 
 
-def _candidates(fleet: Fleet, context_tokens: float) -> pd.DataFrame:
-    """Every (pool, llm, tp, batch) whose weights and KV cache fit the pool's devices."""
+def _candidates(fleet: Fleet, mean_context_tokens: float) -> pd.DataFrame:
+    """Every (pool, llm, tp, max_num_seqs) that holds its weights and one sequence of the
+    mean resident context, at the concurrency vLLM keeps resident (``batch``)."""
     rows = []
     for pool in fleet.pools:
         device = get_device(pool.device)
-        usable_gb = usable_memory_gb(device)
         degrees = [1] if device.kind == "cpu" else [
             t for t in TP_DEGREES if t <= pool.devices_per_node and pool.devices_per_node % t == 0
         ]
         for name in fleet.llms:
             llm = get_llm(name)
-            for tp in degrees:
-                for batch in fleet.defaults.batch_sizes:
-                    need_gb = memory_need_gb(llm, batch, context_tokens, tp)
-                    if need_gb > usable_gb:
-                        continue
-                    need_gb += RUNTIME_OVERHEAD_GB
-                    rows.append({
-                        "deployment": solver_id(f"{pool.id}.{name}.tp{tp}.b{batch}"),
-                        "pool": pool.id, "device": device.name, "llm": name, "tp": tp,
-                        "batch": batch, "memory_need_gb": need_gb,
-                        "memory_gb": device.memory_gb, "quality": llm.quality,
-                        "power_cap_w": pool.power_cap_w if pool.power_cap_w else math.nan,
-                    })
+            for memory in serving_settings(llm, device, degrees, fleet.defaults.batch_sizes,
+                                           mean_context_tokens):
+                rows.append({
+                    "deployment": solver_id(
+                        f"{pool.id}.{name}.tp{memory.tp}.b{memory.max_num_seqs}"),
+                    "pool": pool.id, "device": device.name, "llm": name, "tp": memory.tp,
+                    "batch": memory.resident_seqs, "max_num_seqs": memory.max_num_seqs,
+                    "recompute_tokens": memory.recompute_tokens_per_seq,
+                    "memory_need_gb": memory.memory_need_gb,
+                    "memory_gb": device.memory_gb, "quality": llm.quality,
+                    "power_cap_w": pool.power_cap_w if pool.power_cap_w else math.nan,
+                })
     return pd.DataFrame(rows)
 
 
@@ -124,23 +118,25 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
         workload.requests, workload.input_bins, workload.output_bins
     )
     _check_context(fleet, workload)
-    mean_context = float(np.average(classes.input_tokens + classes.output_tokens,
+    # A sequence holds its prompt and, on average over its life, half its output.
+    mean_context = float(np.average(classes.input_tokens + classes.output_tokens / 2,
                                     weights=classes["count"]))
     candidates = _candidates(fleet, mean_context)
     if candidates.empty:
         raise InputError(fleet.where or fleet.name, "pools",
-                         f"no allowed LLM fits in the memory of any pool at the workload's mean "
-                         f"context of {mean_context:,.0f} tokens; add larger devices or smaller "
-                         f"LLMs")
+                         f"no allowed LLM holds its weights and one sequence of the workload's "
+                         f"mean resident context ({mean_context:,.0f} tokens) in the memory of "
+                         f"any pool; add larger devices or smaller LLMs")
     n_classes, n_deps = len(classes), len(candidates)
     pairs = candidates.loc[candidates.index.repeat(n_classes)].reset_index(drop=True)
     pairs["class"] = np.tile(np.arange(n_classes), n_deps)
+    # A preempted deployment recomputes its evicted contexts: priced as extra prompt tokens.
     work_mean = pairs.assign(
-        input_tokens=classes.input_tokens.to_numpy()[pairs["class"]],
+        input_tokens=classes.input_tokens.to_numpy()[pairs["class"]] + pairs.recompute_tokens,
         output_tokens=classes.output_tokens.to_numpy()[pairs["class"]],
     )
     work_p90 = pairs.assign(
-        input_tokens=classes.input_p90.to_numpy()[pairs["class"]],
+        input_tokens=classes.input_p90.to_numpy()[pairs["class"]] + pairs.recompute_tokens,
         output_tokens=classes.output_p90.to_numpy()[pairs["class"]],
     )
     mean = chain.costs(work_mean)

@@ -198,7 +198,7 @@ def sweetspot(
     from energy_models.analytical.sweetspot import heat_map, sweet_spot
     from energy_models.catalog.specs import get_device, get_llm
     from energy_models.cost import default_chain
-    from energy_models.memory import memory_fit_problem
+    from energy_models.memory import serving_memory
     from scheduler.report import render_sweet_spot
 
     with user_errors(), warnings_to_stderr():
@@ -206,12 +206,13 @@ def sweetspot(
                 and batch > 0 and tp >= 1):
             raise InputError("sweetspot", "--input-tokens/--batch/--tp",
                              "must be positive; e.g. --input-tokens 512 --batch 1 --tp 1")
-        # The prompt and a first output token must fit, whatever the searched output lengths.
-        problem = memory_fit_problem(get_llm(llm), get_device(device), batch, input_tokens + 1,
-                                     tp)
-        if problem is not None:
+        # The weights and one sequence of the prompt and a first output token must fit,
+        # whatever the searched output lengths; beyond that vLLM preempts, it does not refuse.
+        memory = serving_memory(get_llm(llm), get_device(device), tp, math.ceil(batch),
+                                input_tokens + 1)
+        if memory.problem is not None:
             raise InputError("command line", "--llm/--device",
-                             f"{problem}; raise --tp, lower --batch or pick a larger device")
+                             f"{memory.problem}; raise --tp or pick a larger device")
         fitted = load_models(models)
         # The predictor's tree corrections are steps in output length; a sweet spot is a
         # property of the curve's shape, so it comes from fits or the analytical model.

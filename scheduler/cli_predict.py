@@ -123,7 +123,7 @@ def predict(
     import pandas as pd
 
     from energy_models.catalog.specs import get_device
-    from energy_models.memory import memory_fit_problem
+    from energy_models.memory import serving_memory
     from energy_models.predictor.model import (
         INTERVAL_QUANTILES,
         PREDICTED_TARGETS,
@@ -139,10 +139,16 @@ def predict(
                              "covers GPUs (the analytical model prices CPUs in `plan`)")
         _check_numbers(batch=batch, tp=tp, input_tokens=input_tokens,
                        output_tokens=output_tokens)
-        problem = memory_fit_problem(spec, device, batch, input_tokens + output_tokens, tp)
-        if problem is not None:
-            raise InputError("command line", "--tp/--batch",
-                             f"{problem}; raise --tp or lower --batch")
+        memory = serving_memory(spec, device, tp, math.ceil(batch),
+                                input_tokens + output_tokens / 2)
+        if memory.problem is not None:
+            raise InputError("command line", "--tp", f"{memory.problem}; raise --tp or pick a "
+                             "GPU with more memory")
+        if memory.preempted:
+            err.print(f"note: the KV cache holds {memory.seq_capacity} sequences of "
+                      f"{input_tokens + output_tokens / 2:,.0f} tokens; vLLM would run fewer "
+                      f"than batch {batch:g} at once and recompute the preempted ones",
+                      highlight=False, soft_wrap=True)
         predictor = shipped_predictor()
         _stack(predictor, engine)
         calibration = _calibration(calibrate, predictor, engine)
@@ -216,23 +222,25 @@ def rank_table(predictor: Predictor, spec: LlmSpec, extra: dict[str, LlmSpec], *
     import pandas as pd
 
     from energy_models.catalog.specs import devices
-    from energy_models.memory import TP_DEGREES, memory_need_gb, usable_memory_gb
+    from energy_models.memory import TP_DEGREES, serving_settings
     from energy_models.predictor.model import PREDICTED_TARGETS
 
     candidates, unranked = [], []
     for device in devices():
         if device.kind != "gpu":
             continue
-        fitting = [(tp, batch) for tp in TP_DEGREES for batch in RANK_BATCHES
-                   if memory_need_gb(spec, batch, input_tokens + output_tokens, tp)
-                   <= usable_memory_gb(device)]
-        if not fitting:
+        # Each setting at the concurrency vLLM keeps resident; preempted sequences recompute
+        # their context, priced as extra prompt tokens.
+        settings = serving_settings(spec, device, TP_DEGREES, RANK_BATCHES,
+                                    input_tokens + output_tokens / 2)
+        if not settings:
             unranked.append({"gpu": device.name, "reason": f"does not fit in memory at tp "
                                                            f"<= {max(TP_DEGREES)}"})
             continue
-        candidates += [{"llm": spec.name, "device": device.name, "tp": tp, "batch": batch,
-                        "input_tokens": input_tokens, "output_tokens": output_tokens,
-                        "engine": engine} for tp, batch in fitting]
+        candidates += [{"llm": spec.name, "device": device.name, "tp": m.tp,
+                        "batch": m.resident_seqs,
+                        "input_tokens": input_tokens + m.recompute_tokens_per_seq,
+                        "output_tokens": output_tokens, "engine": engine} for m in settings]
     if not candidates:
         return pd.DataFrame(columns=["rank", "device", *PREDICTED_TARGETS]), unranked
     work = pd.DataFrame(candidates)

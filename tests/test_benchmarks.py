@@ -107,3 +107,15 @@ def test_fuzz_cli_benchmark(tmp_path, capsys):
     assert "exit 0, output checked" in out
     assert "tracebacks" in out
     assert "hangs" in out
+
+
+def test_memory_rules_benchmark(shared_data, capsys):
+    assert _main("memory_rules.py")(["--data", str(shared_data)]) == 0
+    out = capsys.readouterr().out
+    assert "Measured lowest-J/token setting per (model, task)" in out
+    assert "refused:" not in out
+
+
+def test_memory_rules_benchmark_skips_without_data(tmp_path, capsys):
+    assert _main("memory_rules.py")(["--data", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from energy_models.catalog.specs import devices, get_device, get_llm
-from energy_models.memory import TP_DEGREES, memory_need_gb, usable_memory_gb
+from energy_models.memory import TP_DEGREES, serving_memory
 from energy_models.predictor.model import PREDICTED_TARGETS, shipped_predictor
 from scheduler.cli import app
 
@@ -167,7 +167,7 @@ def test_predict_hf_stack_differs_from_vllm():
      "--batch: must be a positive number, got -4"),
     (["--llm", "llama-3.1-8b", "--gpu", "B200", "--output-tokens", "0"],
      "--output-tokens: must be a positive number"),
-    (["--llm", "llama-3.1-405b", "--gpu", "L4"], "raise --tp or lower --batch"),
+    (["--llm", "llama-3.1-405b", "--gpu", "L4"], "raise --tp or pick a GPU with more memory"),
     (["--llm", "llama-3.1-8b", "--gpu", "B200", "--engine", "trt"],
      "unknown stack 'trt'; the predictor knows hf, vllm"),
     (["--llm", "lama-3.1-8b", "--gpu", "B200"],
@@ -181,8 +181,9 @@ def test_predict_errors_are_one_line(args, expected):
 def test_predict_refuses_a_model_that_does_not_fit_and_names_the_memory():
     line = _one_line_error(runner.invoke(app, ["predict", "--llm", "llama-3.1-405b", "--gpu",
                                                "L4", "--tp", "1"]))
-    assert "llama-3.1-405b at batch 1 needs" in line
-    assert "L4 offers" in line
+    assert "llama-3.1-405b at tp 1 on L4 needs" in line
+    assert "GB per device for its weights (811.8 GB)" in line
+    assert "L4 offers 21.6 GB" in line
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -227,8 +228,9 @@ def test_rank_gpus_sorts_by_energy_per_token_within_the_latency_bound():
         assert r["itl_s"] <= doc["max_itl_ms"] / 1e3
         assert r["tp"] in TP_DEGREES
         spec = get_device(r["gpu"])
-        assert memory_need_gb(get_llm("llama-3.1-8b"), r["batch"], 512, r["tp"]) <= \
-            usable_memory_gb(spec)
+        memory = serving_memory(get_llm("llama-3.1-8b"), spec, r["tp"], r["batch"], 384)
+        assert memory.problem is None
+        assert r["batch"] <= memory.seq_capacity
         assert 0 < r["power_w"] < 1.2 * spec.tdp_w
         low, high = r["energy_per_token_j_interval"]
         assert low <= r["energy_per_token_j"] <= high
