@@ -19,6 +19,7 @@ mean_power_w              mean power of the ``tp`` devices during the run (optio
 idle_power_w              idle power of the ``tp`` devices measured before the run (optional)
 energy_kind               ``gross`` (meter reading) or ``idle_subtracted`` (reading minus idle)
 engine                    serving stack, e.g. ``vllm``, ``hf`` (optional)
+engine_version            the stack's exact version, e.g. ``vLLM 0.10.1.1`` (optional)
 config                    rows with the same config repeat one setting; cross-validation keeps
                           them in one fold (optional; derived from the numbers when absent)
 source                    where the row came from
@@ -47,8 +48,8 @@ from energy_models.registry import UnknownNameError
 
 MEASUREMENT_COLUMNS = (
     "llm", "device", "tp", "batch", "input_tokens", "output_tokens", "energy_j", "runtime_s",
-    "ttft_s", "itl_s", "mean_power_w", "idle_power_w", "energy_kind", "engine", "config",
-    "source",
+    "ttft_s", "itl_s", "mean_power_w", "idle_power_w", "energy_kind", "engine", "engine_version",
+    "config", "source",
 )
 REQUIRED_COLUMNS = (
     "llm", "device", "batch", "input_tokens", "output_tokens", "energy_j", "runtime_s",
@@ -130,12 +131,12 @@ def validate(raw: pd.DataFrame, origin: str, rows: pd.Series | None = None) -> M
     table = raw.reset_index(drop=True).copy()
     rows = (pd.Series(np.arange(1, len(table) + 1)) if rows is None
             else pd.Series(rows).reset_index(drop=True))
-    defaults = {"tp": 1, "engine": "", "config": "", "ttft_s": np.nan, "itl_s": np.nan,
-                "mean_power_w": np.nan, "idle_power_w": np.nan}
+    defaults = {"tp": 1, "engine": "", "engine_version": "", "config": "", "ttft_s": np.nan,
+                "itl_s": np.nan, "mean_power_w": np.nan, "idle_power_w": np.nan}
     for column, value in defaults.items():
         if column not in table.columns:
             table[column] = value
-    for column in ("engine", "config", "source"):
+    for column in ("engine", "engine_version", "config", "source"):
         # A CSV column left empty reads as NaN floats.
         text = table[column].astype(object)
         table[column] = text.where(text.notna(), "").astype(str)
