@@ -311,21 +311,21 @@ def steady_windows(run: PowerTraceRun) -> tuple[list[tuple[float, float]], list[
     t = engine["t_s"].to_numpy()
     running = engine["num_requests_running"].to_numpy()
     if not (running > 0).any():
-        return [], [f"{run.name}: no request ever runs"]
+        return [], [f"powertrace:{run.name}: no request ever runs"]
     level = float(np.median(running[running > 0]))
     at_level = t[running >= level]
     first, last = float(at_level[0]), float(at_level[-1])
     count = int((last - first) // WINDOW_S)
     if count == 0:
-        return [], [f"{run.name}: the steady span ({first:.1f}-{last:.1f} s, running >= "
-                    f"{level:g}) is shorter than one {WINDOW_S:g} s bin"]
+        return [], [f"powertrace:{run.name}: the steady span ({first:.1f}-{last:.1f} s, "
+                    f"running >= {level:g}) is shorter than one {WINDOW_S:g} s bin"]
     edges = np.linspace(first, last, count + 1)
     kept, dropped = [], []
     for start, end in itertools.pairwise(edges):
         inside = (t >= start) & (t <= end)
         if (running[inside] == 0).any():
-            dropped.append(f"{run.name} {start:.1f}-{end:.1f} s: no request runs at times "
-                           f"(on-off traffic, not steady serving)")
+            dropped.append(f"powertrace:{run.name} {start:.1f}-{end:.1f} s: no request runs "
+                           f"at times (on-off traffic, not steady serving)")
         else:
             kept.append((float(start), float(end)))
     return kept, dropped
