@@ -212,3 +212,11 @@ def test_all_runs_give_schema_rows(powertrace):
     assert replay.pre_request_samples == 0
     assert replay.loaded_idle_samples > 10
     assert replay.loaded_idle_w[0] == pytest.approx(88.2, rel=0.02)
+
+
+def test_power_clock_in_another_basis_is_refused(tmp_path):
+    clock = {**_manifest()["clock"], "power_timestamp_basis": "unix_epoch"}
+    folder = _write_run(tmp_path / "run", _manifest(clock=clock))
+    with pytest.raises(MeasurementError, match=r"manifest.json: clock.power_timestamp_basis: "
+                                               r"got 'unix_epoch'"):
+        read_run(folder)

@@ -20,7 +20,7 @@ import io
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,9 @@ class _Read(BaseModel):
 
 
 class _Clock(_Read):
+    # The alignment below assumes these bases; a manifest that says otherwise is refused.
+    power_timestamp_basis: Literal["local_wall_time"] = "local_wall_time"
+    engine_timestamp_basis: Literal["unix_epoch"] = "unix_epoch"
     local_utc_offset_s: float
     power_epoch_offset_s: float = 0.0
     engine_epoch_offset_s: float = 0.0
