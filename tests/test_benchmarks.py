@@ -5,6 +5,8 @@ from __future__ import annotations
 import runpy
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -118,4 +120,21 @@ def test_memory_rules_benchmark(shared_data, capsys):
 
 def test_memory_rules_benchmark_skips_without_data(tmp_path, capsys):
     assert _main("memory_rules.py")(["--data", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_powertrace_rows_benchmark(shared_data, capsys):
+    if not (shared_data / "powertrace").is_dir():
+        pytest.skip("../shared/data/powertrace is absent")
+    assert _main("powertrace_rows.py")(["--data", str(shared_data)]) == 0
+    out = capsys.readouterr().out
+    assert "steady-serving rows: 25 (vLLM 0.10.1.1)" in out
+    assert "measured vs ML.ENERGY v3 lm-arena-chat" in out
+    assert "j_per_token: measured / v3 = " in out
+    assert "catalog_idle_w" in out
+    assert "H100-SXM" in out
+
+
+def test_powertrace_rows_benchmark_skips_without_data(tmp_path, capsys):
+    assert _main("powertrace_rows.py")(["--data", str(tmp_path)]) == 0
     assert "skipped" in capsys.readouterr().out
