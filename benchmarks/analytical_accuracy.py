@@ -1,4 +1,4 @@
-"""Fit the analytical model's constants to ML.ENERGY and print its error per GPU.
+"""Fit the analytical model's constants per stack family to ML.ENERGY; print its error per GPU.
 
     python benchmarks/analytical_accuracy.py [--data ../shared/data] [--write]
 
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from energy_models.analytical.fit import fit_shipped_constants
+from energy_models.analytical.fit import V1V2_FOLDER, V3_FOLDER, fit_shipped_constants
 from energy_models.analytical.model import constants_to_json, shipped_constants
 from energy_models.io import write_atomic
 
@@ -25,11 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--write", action="store_true", help="refresh the shipped constants")
     args = parser.parse_args(argv)
-    root = args.data / "mlenergy-leaderboard-v1v2"
-    if not root.is_dir():
-        print(f"skipped: {root} not found")
-        return 0
-    refit = fit_shipped_constants(str(root))
+    for folder in (V1V2_FOLDER, V3_FOLDER):
+        if not (args.data / folder).is_dir():
+            print(f"skipped: {args.data / folder} not found")
+            return 0
+    refit = fit_shipped_constants(args.data)
     constants, provenance, errors = refit.constants, refit.provenance, refit.errors
     print("Analytical model vs ML.ENERGY, median absolute % error per GPU (fitted constants)")
     print(errors[["engine", "device", "rows", "energy_mdape_pct", "time_mdape_pct"]]

@@ -25,7 +25,7 @@ from energy_models.catalog.specs import get_device
 from energy_models.errors import CalibrationError
 from energy_models.predictor.model import Calibration, Predictor, shipped_predictor
 from energy_models.regression.fitting import FittedModel, FittedModels
-from energy_models.stacks import DEFAULT_STACK
+from energy_models.stacks import CPU_ENGINE, DEFAULT_STACK
 
 COST_COLUMNS = (
     "energy_j",
@@ -74,7 +74,7 @@ class AnalyticalSource:
         kinds = work["device"].map(lambda name: get_device(name).kind)
         parts = []
         for kind, rows in work.groupby(kinds, sort=True):
-            engine = "cpu" if kind == "cpu" else self.gpu_engine
+            engine = CPU_ENGINE if kind == "cpu" else self.gpu_engine
             costs = analytical_costs(rows, self._constants(engine))
             parts.append(costs.assign(source=f"analytical:{engine}"))
         return pd.concat(parts).loc[work.index]
@@ -87,12 +87,11 @@ class FittedSource:
     by fitted / analytical runtime. Rows it cannot price are left to the next source, and
     ``notes`` says why."""
 
-    name = "fitted"
-
     def __init__(self, models: FittedModels, engine: str = DEFAULT_STACK,
                  latency: AnalyticalSource | None = None):
         self.models = models
         self.engine = engine
+        self.name = f"fitted:{engine}"
         self.latency = latency or AnalyticalSource(engine)
         self._notes: dict[tuple[str, str], list[str]] = {}
 

@@ -21,19 +21,24 @@ class Stack:
     """What the family's measured ITL is."""
 
 
+MLENERGY_V1_VERSION = "transformers generate via FastChat (ML.ENERGY v1, 2023)"
+MLENERGY_V2_VERSION = "vLLM 0.5.4, CUDA 12.4 (ML.ENERGY v2, 2024)"
+MLENERGY_V3_VERSION = "vLLM 0.11.1 (ML.ENERGY v3, 2025-26)"
+"""The engine version each ML.ENERGY leaderboard row records."""
+
 STACKS: Registry[Stack] = Registry("serving stack")
 for _stack in (
     Stack("vllm", "vLLM 0.10 and later (V1 engine: chunked prefill, CUDA graphs, paged KV "
                   "cache), today's default",
-          ("vLLM 0.11.1 (ML.ENERGY v3, 2025-26)", "vLLM 0.10.1.1 (PowerTrace runs, 2026)"),
+          (MLENERGY_V3_VERSION, "vLLM 0.10.1.1 (PowerTrace runs, 2026)"),
           "median gap between consecutive streamed tokens (chunked prefill spreads other "
           "requests' prefills over steps)"),
     Stack("vllm-0.5", "vLLM 0.5 (2024: V0 engine, no chunked prefill by default)",
-          ("vLLM 0.5.4, CUDA 12.4 (ML.ENERGY v2, 2024)",),
+          (MLENERGY_V2_VERSION,),
           "mean time per output token of a request (TPOT), other requests' prefill stalls "
           "included (continuous batching)"),
     Stack("hf", "Hugging Face transformers generate, one request at a time",
-          ("transformers generate via FastChat (ML.ENERGY v1, 2023)",),
+          (MLENERGY_V1_VERSION,),
           "request latency / generated tokens: mean time per output token, the request's own "
           "prefill included (batch 1)"),
 ):

@@ -9,6 +9,7 @@ import numpy as np
 
 from energy_models.cost import CostChain, default_chain
 from energy_models.regression.fitting import FittedModels
+from energy_models.stacks import CPU_ENGINE, STACKS
 from scheduler.build import Built, build_problem
 from scheduler.inventory import Fleet
 from scheduler.latency import price_latency
@@ -18,6 +19,15 @@ from solvers.errors import InfeasibleError
 from solvers.milp import solve_milp
 from solvers.problem import Solution
 from workloads.spec import Workload
+
+
+def stack_of_source(source: str) -> str:
+    """The serving stack a cost source name (``kind:engine[:calibrated]``) priced, in words."""
+    engine = source.split(":")[1] if ":" in source else ""
+    if engine in STACKS:
+        found = STACKS[engine]
+        return f"{engine}: {found.description}; measured on {', '.join(found.measured_versions)}"
+    return "CPU decoding (llama.cpp-style), assumed constants" if engine == CPU_ENGINE else engine
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,7 @@ class Outcome:
             settings = sorted({(int(t), int(b)) for t, b in zip(group.tp, group.batch,
                                                                 strict=True)})
             rows.append({"llm": llm, "device": device, "source": source,
+                         "stack": stack_of_source(source),
                          "deployments": " ".join(f"tp{t}/b{b}" for t, b in settings),
                          "note": "" if source.startswith("fitted")
                          else self.notes.get((llm, device), "")})

@@ -160,7 +160,7 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
 
     table = Table(title="Cost sources per (llm, device): which priced which deployments, and why "
                         "a fit was not used")
-    columns = ["llm", "device", "source", "deployments"]
+    columns = ["llm", "device", "source", "stack", "deployments"]
     if any(s["note"] for s in sources):
         columns.append("note")
     for col in columns:

@@ -108,10 +108,22 @@ def test_fit_recovers_constants_from_synthetic_measurements():
 
 
 def test_shipped_constants_are_the_fit_of_the_shared_data(shared_data):
-    fit = fit_shipped_constants(str(shared_data / "mlenergy-leaderboard-v1v2"))
+    fit = fit_shipped_constants(str(shared_data))
     assert fit.stale(shipped_constants()) == {}
-    assert fit.provenance["fits"]["vllm"]["rows"] > 250
+    assert set(fit.tables) == {"vllm", "vllm-0.5", "hf"}
+    fits = fit.provenance["fits"]
+    assert fits["vllm-0.5"]["rows"] > 250  # ML.ENERGY v2
+    assert fits["vllm"]["rows"] > 200  # ML.ENERGY v3, H100 only
+    assert "v3" in fits["vllm"]["data"]
+    assert "v2" in fits["vllm-0.5"]["data"]
+    assert "v1" in fits["hf"]["data"]
+    # v1 has no tensor-parallel row: hf borrows vllm-0.5's tp_overhead.
+    assert fit.constants["hf"].tp_overhead == fit.constants["vllm-0.5"].tp_overhead
+    assert fits["hf"]["fixed"]["tp_overhead"] == fit.constants["vllm-0.5"].tp_overhead
+    assert "tp_overhead" not in fits["vllm"]["fixed"]
+    assert set(fit.errors.engine) == {"vllm", "vllm-0.5", "hf"}
     assert set(fit.errors.device) >= {"A100-40GB", "H100-SXM", "V100", "A40"}
+    assert set(fit.errors.loc[fit.errors.engine == "vllm", "device"]) == {"H100-SXM"}
 
 
 def test_v2_loader_maps_every_model(shared_data):

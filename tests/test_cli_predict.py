@@ -12,20 +12,13 @@ from energy_models.catalog.specs import devices, get_device, get_llm
 from energy_models.memory import TP_DEGREES, serving_memory
 from energy_models.predictor.model import PREDICTED_TARGETS, shipped_predictor
 from scheduler.cli import app
+from tests.cli_checks import one_line_error
 
 runner = CliRunner()
 
 BASELINE_KEYS = {"tdp_power_w", "roofline_itl_s", "roofline_kv_itl_s",
                  "roofline_energy_per_token_j"}
 MEASURED_FACTORS = {"itl_s": 0.8, "energy_per_token_j": 1.5}
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def _json(args: list[str]) -> dict:
@@ -174,12 +167,12 @@ def test_predict_hf_stack_differs_from_vllm():
      "unknown LLM 'lama-3.1-8b'; did you mean 'llama-3.1-8b'?"),
 ])
 def test_predict_errors_are_one_line(args, expected):
-    line = _one_line_error(runner.invoke(app, ["predict", *args]))
+    line = one_line_error(runner.invoke(app, ["predict", *args]))
     assert expected in line
 
 
 def test_predict_refuses_a_model_that_does_not_fit_and_names_the_memory():
-    line = _one_line_error(runner.invoke(app, ["predict", "--llm", "llama-3.1-405b", "--gpu",
+    line = one_line_error(runner.invoke(app, ["predict", "--llm", "llama-3.1-405b", "--gpu",
                                                "L4", "--tp", "1"]))
     assert "llama-3.1-405b at tp 1 on L4 needs" in line
     assert "GB per device for its weights (811.8 GB)" in line
@@ -193,7 +186,7 @@ def test_predict_refuses_a_model_that_does_not_fit_and_names_the_memory():
 ])
 def test_predict_malformed_config_is_one_line(tmp_path, body, expected):
     path = _config(tmp_path, body, "broken")
-    line = _one_line_error(runner.invoke(app, ["predict", "--llm-config", str(path), "--gpu",
+    line = one_line_error(runner.invoke(app, ["predict", "--llm-config", str(path), "--gpu",
                                                "L40S"]))
     assert expected in line
 
@@ -204,7 +197,7 @@ def test_predict_calibration_file_without_usable_rows_is_one_line(tmp_path):
                    "input_tokens": 128, "output_tokens": 100, "energy_j": -5.0,
                    "runtime_s": 2.0, "energy_kind": "gross", "source": "x"}]).to_csv(path,
                                                                                     index=False)
-    line = _one_line_error(runner.invoke(app, ["predict", "--llm", "llama-3.1-8b", "--gpu",
+    line = one_line_error(runner.invoke(app, ["predict", "--llm", "llama-3.1-8b", "--gpu",
                                                "B200", "--calibrate", str(path)]))
     assert "no usable calibration row" in line
     assert "energy_j is not positive" in line
@@ -271,10 +264,10 @@ def test_rank_gpus_llm_config_and_errors(tmp_path):
     assert doc["llm"] == "acme-mistral-9b"
     assert doc["ranked"]
     assert all(r["itl_s"] <= 0.2 for r in doc["ranked"])
-    _one_line_error(runner.invoke(app, ["rank-gpus"]))
-    assert "--max-itl-ms" in _one_line_error(
+    one_line_error(runner.invoke(app, ["rank-gpus"]))
+    assert "--max-itl-ms" in one_line_error(
         runner.invoke(app, ["rank-gpus", "--llm", "llama-3.1-8b", "--max-itl-ms", "0"]))
-    assert "unknown stack" in _one_line_error(
+    assert "unknown stack" in one_line_error(
         runner.invoke(app, ["rank-gpus", "--llm", "llama-3.1-8b", "--engine", "sglang"]))
 
 

@@ -137,17 +137,18 @@ def test_fitted_source_prices_what_was_measured_and_leaves_the_rest(models):
     assert costs.energy_j.iloc[0] == pytest.approx(energy.predict(X)[0])
     assert costs.runtime_s.iloc[0] == pytest.approx(runtime.predict(X)[0])
     assert costs.replica_s.iloc[0] == pytest.approx(runtime.predict(X)[0] / 8.0)
-    truth = analytical_costs(rows.loc[[0]], shipped_constants()["vllm"])
+    truth = analytical_costs(rows.loc[[0]], shipped_constants()["vllm-0.5"])  # The data's.
     assert costs.energy_j.iloc[0] == pytest.approx(truth.energy_j.iloc[0], rel=0.2)
-    # Without a fitted ITL, the analytical ITL is scaled by fitted / analytical runtime.
-    scale = costs.runtime_s.iloc[0] / truth.runtime_s.iloc[0]
-    assert costs.itl_s.iloc[0] == pytest.approx(truth.itl_s.iloc[0] * scale)
+    # Without a fitted ITL, the stack's analytical ITL is scaled by fitted / analytical runtime.
+    latency = analytical_costs(rows.loc[[0]], shipped_constants()["vllm"])
+    scale = costs.runtime_s.iloc[0] / latency.runtime_s.iloc[0]
+    assert costs.itl_s.iloc[0] == pytest.approx(latency.itl_s.iloc[0] * scale)
 
 
 def test_idle_subtracted_fits_get_the_idle_energy_back(clean):
     gross = fit_all(clean)
     idle_w = 120.0
-    measured = analytical_costs(clean.table, shipped_constants()["vllm"])
+    measured = analytical_costs(clean.table, shipped_constants()["vllm-0.5"])
     net = clean.table.assign(
         energy_j=clean.table.energy_j - idle_w * measured.replica_s.to_numpy(),
         energy_kind="idle_subtracted", idle_power_w=idle_w)

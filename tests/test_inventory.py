@@ -49,7 +49,8 @@ def test_good_fleet_parses_with_aliases_and_defaults():
         ({**GOOD, "pools": []}, "pools", "missing or empty"),
         ({**GOOD, "defaults": {"max_utilization": 1.5}}, "defaults.max_utilization", "at most 1"),
         ({**GOOD, "defaults": {"slo": {"ttft_s": float("nan")}}}, "defaults.slo.ttft_s", "number"),
-        ({**GOOD, "defaults": {"engine": "tgi"}}, "defaults.engine", "unknown engine"),
+        ({**GOOD, "defaults": {"engine": "tgi"}}, "defaults.engine",
+         "unknown serving stack 'tgi'; known: vllm, vllm-0.5, hf"),
         ([1, 2], "(top level)", "mapping"),
     ],
 )

@@ -15,6 +15,7 @@ from energy_models.measurements.schema import (
     to_csv,
     validate,
 )
+from energy_models.stacks import STACKS
 
 
 def schema_rows(n: int = 4, **overrides) -> pd.DataFrame:
@@ -138,7 +139,34 @@ def test_mlenergy_files(shared_data):
     assert set(v1.table.engine) == {"hf"}
     assert all("not in the LLM catalog" in line for line in v1.dropped)
     assert len(v2.table) == 297
-    assert set(v2.table.engine) == {"vllm"}
+    assert set(v2.table.engine) == {"vllm-0.5"}
+    assert set(v2.table.engine_version) == {STACKS["vllm-0.5"].measured_versions[0]}
+    assert set(v1.table.engine_version) == {STACKS["hf"].measured_versions[0]}
     assert sum("pipeline parallelism" in line for line in v2.dropped) == 17
     both = load_measurements(root)
     assert len(both.table) == len(v1.table) + len(v2.table)
+
+
+def test_mlenergy_v3_rows_are_todays_vllm_on_h100(shared_data):
+    """ML.ENERGY v3: every configuration of the flat file, as vllm (0.11) rows whose numbers
+    are the file's (tp counts every GPU of the replica, power is theirs together)."""
+    folder = shared_data / "mlenergy-leaderboard-v3-h100"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/mlenergy-leaderboard-v3-h100 is absent")
+    v3 = mlenergy.measurements_v3(folder)
+    table = v3.table
+    assert len(table) == 222
+    assert v3.dropped == []
+    assert list(table.columns) == list(MEASUREMENT_COLUMNS)
+    assert set(table.engine) == {"vllm"}
+    assert table.engine_version.str.contains("0.11", regex=False).all()
+    assert set(table.device) == {"H100-SXM"}
+    assert set(table.energy_kind) == {"gross"}
+    flat = pd.read_csv(folder / mlenergy.V3_FILE).loc[table.index]
+    np.testing.assert_array_equal(table.tp.to_numpy(), flat.num_gpus.to_numpy())
+    assert (flat.num_gpus != flat.tensor_parallel).any()  # Expert-parallel replicas count too.
+    np.testing.assert_allclose(table.mean_power_w, flat.avg_power_watts, rtol=1e-12)
+    np.testing.assert_allclose(table.energy_j / table.output_tokens,
+                               flat.energy_per_token_joules, rtol=1e-12)
+    np.testing.assert_allclose(table.itl_s, flat.median_itl_ms / 1e3, rtol=1e-12)
+    assert table.config.str.endswith(".ep").sum() == (flat.expert_parallel > 1).sum()

@@ -44,7 +44,13 @@ def test_v3_rows_resolve_to_the_row_precision(shared_data):
     fp8 = rows[rows.model_id == "meta-llama/Llama-3.1-405B-Instruct-FP8"].iloc[0]
     spec = rules["row_llm"](fp8)
     assert spec.weight_dtype == "fp8"
-    assert spec.weight_gb == pytest.approx(405, rel=0.01)
+    # The FP8 release quantizes only the MLP weights of 124 of 126 layers (124 x 3 x 16384 x
+    # 53248 = 324.5 B parameters, one byte each); the rest stays BF16: weights as served are
+    # 324.5 + 2 x (405.9 - 324.5) = 487.2 GB, between one and two bytes per parameter.
+    mlp_fp8_b = 124 * 3 * 16384 * 53248 / 1e9
+    assert spec.weight_gb == pytest.approx(mlp_fp8_b + 2 * (spec.params_b - mlp_fp8_b),
+                                           rel=0.01)
+    assert spec.params_b < spec.weight_gb < 2 * spec.params_b
     assert spec.layers == get_llm("llama-3.1-405b").layers
 
 

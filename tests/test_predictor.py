@@ -13,6 +13,7 @@ import gzip
 import itertools
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -24,38 +25,45 @@ from energy_models.catalog.specs import get_device, get_llm
 from energy_models.cost import PredictedSource, default_chain
 from energy_models.errors import CalibrationError, ModelFileError
 from energy_models.predictor.evaluation import (
+    RANKING_SLACK,
     calibration_effect,
     choose_forms,
+    conformal_bounds,
     folds,
+    interval_coverage,
     mdape,
     mean_kendall,
     out_of_fold,
     residual_intervals,
+    scores,
+    winner_accuracy,
 )
 from energy_models.predictor.model import (
     FEATURES,
     PREDICTED_TARGETS,
-    STACKS,
+    PREDICTOR_FORMS,
     Calibration,
     Predictor,
     Trees,
     analytical_targets,
     features,
+    interval_key,
     load_rho,
     measured_targets,
     shipped_predictor,
     training_rows,
     wattgpu_baselines,
 )
+from energy_models.stacks import STACKS
 
 CONSTANTS = {stack: shipped_constants()[stack] for stack in STACKS}
 LLMS = ("llama-3.1-8b", "mistral-7b", "gemma-2-9b")
 GPUS = ("A100-40GB", "H100-SXM")
 BATCHES = (1, 8, 32, 64)
 BASE_FACTORS = {"power_w": 1.1, "itl_s": 0.9, "energy_per_token_j": 1.2}
-INTERVALS = {"pair": dict.fromkeys(PREDICTED_TARGETS, (-0.1, 0.1)),
-             "gpu": dict.fromkeys(PREDICTED_TARGETS, (-0.3, 0.25)),
-             "llm": dict.fromkeys(PREDICTED_TARGETS, (-0.2, 0.15))}
+INTERVAL_BOUNDS = {"pair": (-0.1, 0.1), "gpu": (-0.3, 0.25), "llm": (-0.2, 0.15)}
+INTERVALS = {interval_key(kind, stack): dict.fromkeys(PREDICTED_TARGETS, bounds)
+             for kind, bounds in INTERVAL_BOUNDS.items() for stack in STACKS}
 CALIBRATION_FACTORS = {"power_w": 1.3, "itl_s": 0.8, "energy_per_token_j": 1.5}
 
 
@@ -83,8 +91,11 @@ def synthetic_rows() -> pd.DataFrame:
     analytical = analytical_targets(grid, CONSTANTS)
     rows = grid.assign(**{t: analytical[t].to_numpy() * _truth_factor(grid, t)
                           for t in PREDICTED_TARGETS})
-    return rows.assign(engine_version=rows["engine"].map(lambda e: STACKS[e]["version"]),
-                       itl_definition=rows["engine"].map(lambda e: STACKS[e]["itl_definition"]))
+    # The analytical ITL is the time per output token (TPOT form), what the constants fit.
+    return rows.assign(
+        tpot_s=rows["itl_s"],
+        engine_version=rows["engine"].map(lambda e: STACKS[e].measured_versions[0]),
+        itl_definition=rows["engine"].map(lambda e: STACKS[e].itl_definition))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,10 +122,9 @@ def predictor(rows) -> Predictor:
 def mlenergy_rows() -> pd.DataFrame:
     from tests.conftest import SHARED_DATA
 
-    root = SHARED_DATA / "mlenergy-leaderboard-v1v2"
-    if not root.is_dir():
+    if not (SHARED_DATA / "mlenergy-leaderboard-v1v2").is_dir():
         pytest.skip("../shared/data is absent")
-    return training_rows(root)
+    return training_rows(SHARED_DATA)
 
 
 # --- Trees -------------------------------------------------------------------------------
@@ -228,7 +238,7 @@ def test_predictor_json_round_trip(predictor):
     text = predictor.to_json()
     loaded = Predictor.from_json(text)
     assert loaded.to_json() == text
-    assert loaded.stacks == ("hf", "vllm")
+    assert loaded.stacks == ("hf", "vllm", "vllm-0.5")
     assert loaded.intervals == INTERVALS
     assert loaded.provenance == {"data": "synthetic"}
     assert loaded.constants == CONSTANTS
@@ -257,8 +267,9 @@ def test_predictor_intervals_bracket_the_value(predictor):
         low, value, high = (predicted[f"{target}{s}"].to_numpy() for s in ("_low", "", "_high"))
         assert (low <= value).all()
         assert (value <= high).all()
-        for i, kind in enumerate(predicted["unseen"]):
-            lo, hi = INTERVALS[kind][target]
+        for i, (kind, stack) in enumerate(zip(predicted["unseen"], work["engine"],
+                                              strict=True)):
+            lo, hi = INTERVALS[interval_key(kind, stack)][target]
             assert low[i] == pytest.approx(value[i] * math.exp(lo), rel=1e-12)
             assert high[i] == pytest.approx(value[i] * math.exp(hi), rel=1e-12)
 
@@ -275,7 +286,7 @@ def test_predictor_refuses_an_unknown_stack_in_one_line(predictor):
     message = str(caught.value)
     assert "\n" not in message
     assert "'tensorrt-llm'" in message
-    assert "known: hf, vllm" in message
+    assert "known: hf, vllm, vllm-0.5" in message
 
 
 def test_predictor_refuses_work_without_engine(predictor):
@@ -302,10 +313,14 @@ def test_truncated_predictor_file_raises_model_file_error(predictor):
 
 
 def test_features_follow_the_declared_order(rows):
-    table = features(rows.iloc[:5], analytical_targets(rows.iloc[:5], CONSTANTS))
+    some = rows.groupby("engine").head(2)
+    table = features(some, analytical_targets(some, CONSTANTS))
     assert tuple(table.columns) == FEATURES
     assert np.isfinite(table.to_numpy(float)).all()
-    assert table["engine"].tolist() == [0.0 if e == "hf" else 1.0 for e in rows["engine"][:5]]
+    # The stack is coded by its place in the registry: vllm 0, vllm-0.5 1, hf 2.
+    assert table["engine"].tolist() == [float(list(STACKS).index(e)) for e in some["engine"]]
+    assert dict(zip(some["engine"], table["engine"], strict=True)) == {
+        "vllm": 0.0, "vllm-0.5": 1.0, "hf": 2.0}
 
 
 # --- Baselines and measured targets ------------------------------------------------------
@@ -382,13 +397,14 @@ def _qwen3_config(tmp_path) -> str:
 
 def test_shipped_predictor_loads_and_names_its_data():
     shipped = shipped_predictor()
-    assert shipped.stacks == ("hf", "vllm")
+    assert shipped.stacks == ("hf", "vllm", "vllm-0.5")
     assert set(shipped.forms) == set(PREDICTED_TARGETS)
-    assert set(shipped.intervals) == {"pair", "gpu", "llm"}
+    assert set(shipped.intervals) == {interval_key(kind, stack) for kind in ("pair", "gpu", "llm")
+                                      for stack in shipped.stacks}
     assert "B200" not in shipped.seen_gpus
     assert "L40S" not in shipped.seen_gpus
     assert {"A100-40GB", "H100-SXM"} <= set(shipped.seen_gpus)
-    assert shipped.provenance["rows"] == 533
+    assert shipped.provenance["rows"] == 780
 
 
 def test_shipped_predictor_on_unseen_gpus_and_an_unseen_llm(tmp_path):
@@ -430,28 +446,57 @@ def test_shipped_itl_is_lower_on_the_faster_gpu():
 # --- Calibration -------------------------------------------------------------------------
 
 
-def _calibration_rows(predictor: Predictor, factors: dict[str, float]) -> pd.DataFrame:
-    """Measurement-schema rows whose measured targets are the prediction times factors."""
-    work = pd.concat([_work("llama-3.1-8b", "L40S", batch=b, input_tokens=m)
+def _calibration_rows(predictor: Predictor, factors: dict[str, float],
+                      stack: str = "vllm") -> pd.DataFrame:
+    """Measurement-schema rows of ``stack`` whose measured targets are that stack's prediction
+    times factors."""
+    work = pd.concat([_work("llama-3.1-8b", "L40S", batch=b, input_tokens=m, engine=stack)
                       for b, m in ((1, 128), (16, 512), (64, 1024))], ignore_index=True)
     predicted = predictor.predict(work)
     n, tp = work["output_tokens"], work["tp"]
     itl = predicted["itl_s"] * factors["itl_s"]
-    return work.drop(columns="engine").assign(
+    return work.assign(
         energy_j=predicted["energy_per_token_j"] * factors["energy_per_token_j"] * n,
         runtime_s=itl * n * 1.7, itl_s=itl, mean_power_w=predicted["power_w"]
         * factors["power_w"] * tp, energy_kind="gross", source="synthetic")
 
 
-def test_calibration_recovers_known_factors(predictor):
-    measured = _calibration_rows(predictor, CALIBRATION_FACTORS)
-    calibration = Calibration.fit(predictor, measured, "vllm")
+@pytest.mark.parametrize("stack", ["vllm", "vllm-0.5", "hf"])
+def test_calibration_recovers_known_factors(predictor, stack):
+    """Three measured rows of a stack (today's vllm first) whose targets are the stack's
+    prediction times known factors: the calibration recovers the factors."""
+    measured = _calibration_rows(predictor, CALIBRATION_FACTORS, stack)
+    assert set(measured["engine"]) == {stack}
+    calibration = Calibration.fit(predictor, measured, stack)
     assert calibration.points == 3
     assert calibration.device == "L40S"
-    assert calibration.stack == "vllm"
+    assert calibration.stack == stack
     assert set(calibration.factors) == set(PREDICTED_TARGETS)
     for target, factor in CALIBRATION_FACTORS.items():
         assert calibration.factors[target] == pytest.approx(factor, rel=1e-6)
+    # Applied to the stack's predictions, the calibration reproduces the measured targets.
+    work = measured.loc[:, ["llm", "device", "input_tokens", "output_tokens", "batch", "tp",
+                            "engine"]]
+    calibrated = calibration.apply(predictor.predict(work))
+    truth = measured_targets(measured)
+    for target in PREDICTED_TARGETS:
+        np.testing.assert_allclose(calibrated[target], truth[target], rtol=1e-6)
+
+
+def test_calibration_is_relative_to_the_stack_it_names(predictor):
+    """Rows measured as vllm x factors, calibrated as another stack, give other factors: the
+    stacks' predictions differ, and the factors are measured / that stack's prediction."""
+    measured = _calibration_rows(predictor, CALIBRATION_FACTORS, "vllm")
+    as_vllm = Calibration.fit(predictor, measured, "vllm")
+    as_old = Calibration.fit(predictor, measured, "vllm-0.5")
+    work = measured.loc[:, ["llm", "device", "input_tokens", "output_tokens", "batch", "tp"]]
+    targets = list(PREDICTED_TARGETS)
+    ratio = (predictor.predict(work.assign(engine="vllm")).loc[:, targets]
+             / predictor.predict(work.assign(engine="vllm-0.5")).loc[:, targets])
+    for target in PREDICTED_TARGETS:
+        assert as_old.factors[target] == pytest.approx(
+            as_vllm.factors[target] * float(np.median(ratio[target])), rel=1e-6)
+    assert as_old.factors != pytest.approx(as_vllm.factors, rel=1e-3)
 
 
 def test_calibration_apply_scales_values_and_intervals(predictor):
@@ -583,25 +628,153 @@ def test_mean_kendall_perfect_reversed_and_single_gpu_groups():
     assert math.isnan(mean_kendall(rows.iloc[[6]], np.array([1.0]), "power_w", "gpu")[0])
 
 
-def test_choose_forms_and_residual_intervals_by_hand():
-    rows = pd.DataFrame({t: np.full(10, 2.0) for t in PREDICTED_TARGETS})
-    ratios = np.linspace(0.8, 1.25, 10)
-    oof = pd.DataFrame({
-        "power_w:correction": 2.0 * ratios, "power_w:raw": 2.0 * ratios * 1.5,
-        "itl_s:correction": 2.0 * ratios * 1.5, "itl_s:raw": 2.0 * ratios,
-        "energy_per_token_j:correction": 2.0 * ratios,
-        "energy_per_token_j:raw": 2.0 * ratios * 0.5,
+def test_winner_accuracy_by_hand():
+    """Pairs of different GPUs, same LLM and scenario: group a has two H100 rows (their pair
+    is not a GPU pair), group b is ranked backwards, and the lone hf row and llm c have no
+    other GPU in their group."""
+    rows = pd.DataFrame({
+        "llm": ["a", "a", "a", "a", "b", "b", "b", "a", "c"],
+        "device": ["V100", "A100", "H100", "H100", "V100", "A100", "H100", "A40", "H100"],
+        "engine": ["vllm"] * 7 + ["hf", "vllm"], "config": "x", "tp": 1,
+        "power_w": [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 100.0, 5.0],
     })
+    # Group a: the five cross-GPU pairs right, the H100-H100 pair wrong (not counted).
+    # Group b: all three pairs wrong. The A40 (hf) row would be wrong against every row of
+    # group a were the stack not part of the scenario.
+    predicted = np.array([1.0, 2.0, 4.0, 3.0, 3.0, 2.0, 1.0, -100.0, 0.0])
+    share, pairs = winner_accuracy(rows, predicted, "power_w")
+    assert pairs == 5 + 3
+    assert share == pytest.approx(5 / 8)
+    assert winner_accuracy(rows, rows["power_w"].to_numpy(), "power_w") == (1.0, 8)
+    share, pairs = winner_accuracy(rows.iloc[[7, 8]], predicted[[7, 8]], "power_w")
+    assert pairs == 0
+    assert math.isnan(share)
+
+
+def _choice_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Eleven GPUs (55 pairs) for one LLM, measured 1, 2, 4, ... 1024 for every target, and
+    one row of a stack no fold predicted. Each form predicts measured x a scale, with some
+    neighbours swapped (each swap is one wrong pair; the MdAPE stays the scale's)."""
+    measured = 2.0 ** np.arange(11)
+    rows = pd.DataFrame({"llm": "a", "device": [f"g{i}" for i in range(11)], "engine": "vllm",
+                         "config": "x", "tp": 1,
+                         **dict.fromkeys(PREDICTED_TARGETS, measured)})
+    rows = pd.concat([rows, pd.DataFrame([{"llm": "a", "device": "g0", "engine": "hf",
+                                           "config": "x", "tp": 1,
+                                           **dict.fromkeys(PREDICTED_TARGETS, 7.0)}])],
+                     ignore_index=True)
+
+    def predicted(scale: float, swaps: tuple[int, ...] = ()) -> np.ndarray:
+        values = measured * scale
+        for i in swaps:
+            values[[i, i + 1]] = values[[i + 1, i]]
+        return np.append(values, np.nan)
+
+    oof = pd.DataFrame({
+        # power: the most accurate form (correction) misranks two pairs of 55, beyond the
+        # slack; raw ranks every pair right and is next most accurate.
+        "power_w:physics": predicted(1.3), "power_w:correction": predicted(1.05, (2, 7)),
+        "power_w:raw": predicted(1.1),
+        # ITL: every form ranks right; the lowest MdAPE wins.
+        "itl_s:physics": predicted(1.1), "itl_s:correction": predicted(1.05),
+        "itl_s:raw": predicted(1.2),
+        # energy: correction misranks one pair (within the slack) and is more accurate than
+        # physics; raw is the most accurate but misranks two.
+        "energy_per_token_j:physics": predicted(1.1),
+        "energy_per_token_j:correction": predicted(1.05, (4,)),
+        "energy_per_token_j:raw": predicted(1.02, (1, 8)),
+    })
+    return rows, oof
+
+
+def test_choose_forms_ranks_gpus_first_then_takes_the_lowest_mdape():
+    assert 1 / 55 < RANKING_SLACK < 2 / 55  # The premise of the cases below.
+    rows, oof = _choice_rows()
+    assert set(oof.columns) == {f"{t}:{f}" for t in PREDICTED_TARGETS for f in PREDICTOR_FORMS}
+    predicted = oof.iloc[:11]
+    assert winner_accuracy(rows.iloc[:11], predicted["power_w:correction"], "power_w") == \
+        (pytest.approx(53 / 55), 55)
+    assert mdape(predicted["power_w:correction"], rows["power_w"].iloc[:11]) == \
+        pytest.approx(5.0)
     forms = choose_forms(rows, oof)
-    assert forms == {"power_w": "correction", "itl_s": "raw",
+    assert forms == {"power_w": "raw", "itl_s": "correction",
                      "energy_per_token_j": "correction"}
-    intervals = residual_intervals(rows, {"gpu": oof}, forms)
-    log_ratio = np.log(1 / ratios)
+    # Without the unpredicted row the choice is the same: it is ignored, not scored.
+    assert choose_forms(rows.iloc[:11], oof.iloc[:11]) == forms
+
+
+@pytest.mark.parametrize(("n", "low_rank", "high_rank"), [(9, 1, 9), (19, 2, 18), (29, 3, 27),
+                                                          (10, 1, 10), (20, 2, 19)])
+def test_conformal_bounds_by_hand(n, low_rank, high_rank):
+    """Ranks floor((n + 1) 0.1) and ceil((n + 1) 0.9) of the sorted finite values: 9 values
+    give the extremes, 19 the second smallest and second largest."""
+    rng = np.random.default_rng(n)
+    values = rng.permutation(np.linspace(-1.0, 2.0, n))
+    ordered = np.sort(values)
+    assert conformal_bounds(values) == (ordered[low_rank - 1], ordered[high_rank - 1])
+    # Non-finite residuals (unpredicted rows) are left out, not ranked.
+    padded = np.concatenate([values, [np.nan, np.inf, -np.inf]])
+    assert conformal_bounds(padded) == (ordered[low_rank - 1], ordered[high_rank - 1])
+
+
+def test_conformal_bounds_by_hand_on_9_and_19_values():
+    nine = np.array([0.3, -0.2, 0.0, 0.1, -0.4, 0.5, 0.2, -0.1, 0.4])
+    assert conformal_bounds(nine) == (-0.4, 0.5)
+    nineteen = np.arange(19.0) - 9.0  # -9 .. 9
+    assert conformal_bounds(nineteen[::-1]) == (-8.0, 8.0)
+
+
+def test_residual_intervals_take_conformal_bounds_of_the_kept_form_per_stack():
+    ratios = np.linspace(0.8, 1.25, 19)  # measured / predicted
+    rows = pd.DataFrame({t: np.full(40, 2.0) for t in PREDICTED_TARGETS})
+    rows["engine"] = ["vllm"] * 20 + ["hf"] * 20
+    kept = np.append(2.0 / ratios, np.nan)  # The last row of each stack is unpredicted.
+    kept = np.concatenate([kept, kept * 2.0])  # hf's predictions doubled.
+    oof = pd.DataFrame({f"{t}:{f}": kept if f == "correction" else kept * 3.0
+                        for t in PREDICTED_TARGETS for f in PREDICTOR_FORMS})
+    forms = dict.fromkeys(PREDICTED_TARGETS, "correction")
+    intervals = residual_intervals(rows, {"gpu": oof, "llm": oof * 2.0}, forms)
+    assert set(intervals) == {interval_key(split, stack) for split in ("gpu", "llm")
+                              for stack in ("vllm", "hf")}
+    log_ratio = np.sort(np.log(ratios))
     for target in PREDICTED_TARGETS:
-        lo, hi = intervals["gpu"][target]
-        assert lo == pytest.approx(np.quantile(log_ratio, 0.1))
-        assert hi == pytest.approx(np.quantile(log_ratio, 0.9))
+        lo, hi = intervals["gpu:vllm"][target]
+        assert lo == pytest.approx(log_ratio[1], rel=1e-12)  # ranks floor(20 * 0.1), ceil(20 * 0.9)
+        assert hi == pytest.approx(log_ratio[17], rel=1e-12)
         assert lo < 0 < hi
+        for key, shift in (("gpu:hf", 1), ("llm:vllm", 1), ("llm:hf", 2)):
+            lo2, hi2 = intervals[key][target]  # Each doubling moves residuals down by log 2.
+            assert lo2 == pytest.approx(lo - shift * math.log(2.0), rel=1e-12)
+            assert hi2 == pytest.approx(hi - shift * math.log(2.0), rel=1e-12)
+
+
+def test_interval_coverage_is_cross_conformal_per_stack():
+    """Four GPUs (the leave-one-GPU-out folds), ten rows each with log(measured / predicted)
+    r = -1 .. 1, but r + 5 on g3; g0, g1 serve vllm, g2, g3 hf. A fifth GPU's rows (a third
+    stack) are unpredicted.
+
+    Each held-out GPU is calibrated on its stack's other GPU alone (ten residuals: ranks 1
+    and 10, the extremes). vllm: g0 and g1 hold the same r, so every row is inside. hf: g2's
+    bounds are r + 5 and g3's are r, so no row is; pooled over stacks both would be mixed."""
+    r = np.linspace(-1.0, 1.0, 10)
+    residual = np.concatenate([r, r, r, r + 5.0, np.full(4, np.nan)])
+    device = np.repeat(["g0", "g1", "g2", "g3", "g4"], [10, 10, 10, 10, 4])
+    engine = np.repeat(["vllm", "vllm", "hf", "hf", "vllm-0.5"], [10, 10, 10, 10, 4])
+    rows = pd.DataFrame({"llm": "a", "device": device, "engine": engine,
+                         **{t: np.ones(len(device)) for t in PREDICTED_TARGETS}})
+    oof = pd.DataFrame({f"{t}:{f}": np.exp(-residual) for t in PREDICTED_TARGETS
+                        for f in PREDICTOR_FORMS})
+    forms = dict.fromkeys(PREDICTED_TARGETS, "physics")
+    coverage = interval_coverage(rows, {"gpu": oof}, forms)
+    assert set(coverage.columns) >= {"split", "stack", "target", "rows", "coverage"}
+    assert len(coverage) == 2 * len(PREDICTED_TARGETS)  # No line for the unpredicted stack.
+    by = coverage.set_index(["stack", "target"])
+    for target in PREDICTED_TARGETS:
+        assert by.loc[("vllm", target), "rows"] == 20
+        assert by.loc[("vllm", target), "coverage"] == 1.0
+        assert by.loc[("hf", target), "rows"] == 20
+        assert by.loc[("hf", target), "coverage"] == 0.0
+    assert set(coverage["split"]) == {"gpu"}
 
 
 def test_calibration_effect_recovers_a_new_stack(rows):
@@ -627,32 +800,76 @@ def test_out_of_fold_predictions_come_from_the_fold_that_held_the_row_out(rows):
     subset = rows[rows["engine"] == "vllm"].reset_index(drop=True)
     oof = out_of_fold(subset, "gpu")
     assert set(oof.columns) == {f"{t}:{f}" for t in PREDICTED_TARGETS
-                                for f in ("correction", "raw", "analytical")}
+                                for f in (*PREDICTOR_FORMS, "analytical")}
     assert np.isfinite(oof.to_numpy()).all()
     held = (subset["device"] == "H100-SXM").to_numpy()
     train = subset.loc[~held]
-    refit = Predictor.fit(train, dict.fromkeys(PREDICTED_TARGETS, "raw")).predict(subset.loc[held])
+    for form in ("raw", "physics"):
+        refit = Predictor.fit(train, dict.fromkeys(PREDICTED_TARGETS, form)).predict(
+            subset.loc[held])
+        for target in PREDICTED_TARGETS:
+            np.testing.assert_allclose(oof.loc[held, f"{target}:{form}"], refit[target],
+                                       rtol=1e-9)
+
+
+def test_out_of_fold_leaves_a_held_out_whole_stack_unpredicted(rows):
+    """Holding out the A100 holds out every hf row: they stay NaN (no constants for hf in
+    that fold), while the fold's vllm rows and the other fold's rows are predicted."""
+    subset = rows[((rows["engine"] == "hf") & (rows["device"] == "A100-40GB"))
+                  | (rows["engine"] == "vllm")].reset_index(drop=True)
+    messages = []
+    oof = out_of_fold(subset, "gpu", messages.append)
+    assert messages == ["leave one GPU out: A100-40GB", "leave one GPU out: H100-SXM"]
+    hf = (subset["engine"] == "hf").to_numpy()
+    assert oof.loc[hf].isna().all().all()
+    assert np.isfinite(oof.loc[~hf].to_numpy()).all()
+    held = ((subset["device"] == "A100-40GB") & (subset["engine"] == "vllm")).to_numpy()
+    refit = Predictor.fit(subset.loc[subset["device"] == "H100-SXM"],
+                          dict.fromkeys(PREDICTED_TARGETS, "raw")).predict(subset.loc[held])
     for target in PREDICTED_TARGETS:
         np.testing.assert_allclose(oof.loc[held, f"{target}:raw"], refit[target], rtol=1e-9)
-
-
-def test_out_of_fold_refuses_a_fold_that_holds_out_a_whole_stack(rows):
-    subset = rows[((rows["engine"] == "hf") & (rows["device"] == "A100-40GB"))
-                  | ((rows["engine"] == "vllm") & (rows["device"] == "H100-SXM"))]
-    with pytest.raises(ValueError, match="holds out every row of stack hf"):
-        out_of_fold(subset, "gpu")
+    # The scores and the choice of form count the predicted rows only.
+    forms = choose_forms(subset, oof)
+    assert set(forms.values()) <= set(PREDICTOR_FORMS)
+    table = scores(subset, oof, forms)
+    assert (table["rows"] == int((~hf).sum())).all()
+    assert np.isfinite(table["mdape_pct"]).all()
+    assert {"gpu_winner_acc", "gpu_pairs"} <= set(table.columns)
 
 
 def test_training_rows_from_mlenergy(mlenergy_rows):
+    from tests.conftest import SHARED_DATA
+
     rows = mlenergy_rows
-    assert len(rows) == 533
-    assert set(rows["engine"]) == {"hf", "vllm"}
+    origin = rows["source"].str.split(":").str[0]
+    counts = origin.value_counts().to_dict()
+    assert counts.pop("mlenergy-v1") == 236
+    assert counts.pop("mlenergy-v2") == 297
+    assert counts.pop("mlenergy-v3") == 222
+    if (SHARED_DATA / "powertrace").is_dir():
+        assert counts.pop("powertrace") > 0
+    assert counts == {}
+    engine_of = {"mlenergy-v1": "hf", "mlenergy-v2": "vllm-0.5", "mlenergy-v3": "vllm",
+                 "powertrace": "vllm"}
+    assert (rows["engine"] == origin.map(engine_of)).all()
     for column in ("engine_version", "itl_definition"):
         assert rows[column].notna().all()
         assert (rows[column].str.len() > 0).all()
-    assert rows.groupby("engine")["engine_version"].nunique().eq(1).all()
+    # Every row names the engine release that measured it, one of its family's.
+    versions = rows.groupby(origin)["engine_version"].unique()
+    assert [len(v) for v in versions] == [1] * len(versions)
+    assert "0.11" in versions["mlenergy-v3"][0]
+    assert "0.5.4" in versions["mlenergy-v2"][0]
+    for engine, version in rows.groupby(["engine", "engine_version"]).size().index:
+        # The release number (or, without one, the engine's name) is one the family lists.
+        number = re.search(r"\d+(\.\d+)+", version)
+        key = number.group(0) if number else version.split("(")[0].strip()
+        assert any(key in v for v in STACKS[engine].measured_versions), version
+    assert (rows["itl_definition"] == rows["engine"].map(
+        lambda e: STACKS[e].itl_definition)).all()
     assert (rows.loc[rows["engine"] == "hf", "batch"] == 1).all()
-    for target in PREDICTED_TARGETS:
+    assert set(rows.loc[origin == "mlenergy-v3", "device"]) == {"H100-SXM"}
+    for target in (*PREDICTED_TARGETS, "tpot_s"):
         assert (rows[target] > 0).all()
     tdp = rows["device"].map(lambda name: get_device(name).tdp_w)
     assert (rows["power_w"] < 1.05 * tdp).all()

@@ -16,6 +16,7 @@ import pandas as pd
 
 from energy_models.catalog.specs import devices, llms
 from energy_models.measurements.schema import Measurements, validate
+from energy_models.stacks import MLENERGY_V1_VERSION, MLENERGY_V2_VERSION, MLENERGY_V3_VERSION
 
 # Mean prompt tokens of the prompt sets (not in the data): ShareGPT first turns with the
 # FastChat/vLLM chat template, and HumanEval+ problems.
@@ -25,9 +26,6 @@ ASSUMED_INPUT_TOKENS = {"chat": 256, "code": 160, "lm-arena-chat": 256, "gpqa": 
 HumanEval+ problems. v3: LMArena prompts (like ShareGPT's), a GPQA-diamond question with its
 four options and instructions, and a Sourcegraph fill-in-the-middle file prefix and suffix
 (its median ITL sits furthest below the mean time per token: long prefills interleave)."""
-V1_VERSION = "transformers generate via FastChat (ML.ENERGY v1, 2023)"
-V2_VERSION = "vLLM 0.5.4 (ML.ENERGY v2, 2024)"
-V3_VERSION = "vLLM 0.11.1 (ML.ENERGY v3, 2025-26)"
 V3_FILE = "v3_h100_llm_flat.csv"
 
 FIT_COLUMNS = (
@@ -76,7 +74,7 @@ def _v2(root: str | Path) -> tuple[Measurements, list[str]]:
         "itl_s": kept["avg_tpot_s"],
         "mean_power_w": kept["energy_per_req_J"] * kept["token_tput_tok_s"]
         / kept["avg_output_tokens"],
-        "energy_kind": "gross", "engine": "vllm-0.5", "engine_version": V2_VERSION,
+        "energy_kind": "gross", "engine": "vllm-0.5", "engine_version": MLENERGY_V2_VERSION,
         "config": kept["task"] + ".bs" + kept["max_batch_size"].astype(str),
         "source": "mlenergy-v2:" + kept["source_file"],
     })
@@ -108,7 +106,7 @@ def _v3(root: str | Path) -> tuple[Measurements, list[str]]:
         / kept["output_throughput_tokens_per_sec"],
         "itl_s": kept["median_itl_ms"] / 1e3,
         "mean_power_w": kept["avg_power_watts"],
-        "energy_kind": "gross", "engine": "vllm", "engine_version": V3_VERSION,
+        "energy_kind": "gross", "engine": "vllm", "engine_version": MLENERGY_V3_VERSION,
         "config": kept["task"] + ".seqs" + kept["max_num_seqs"].astype(str)
         + expert.map({True: ".ep", False: ""}),
         "source": origin,
@@ -127,7 +125,7 @@ def _v1_file(path: Path) -> tuple[Measurements, list[str]]:
         "input_tokens": float(ASSUMED_INPUT_TOKENS["chat"]),
         "output_tokens": kept["response_length"], "energy_j": kept["energy"],
         "runtime_s": kept["latency"], "energy_kind": "gross", "engine": "hf",
-        "engine_version": V1_VERSION, "config": task, "source": origin,
+        "engine_version": MLENERGY_V1_VERSION, "config": task, "source": origin,
     })
     part = validate(rows, origin, kept.index.to_series() + 1)
     return Measurements(part.table, _dropped_unknown(table, kept, origin) + part.dropped), skipped

@@ -104,9 +104,13 @@ def measured_targets(table: pd.DataFrame) -> pd.DataFrame:
                         index=table.index)
 
 
+POWERTRACE_FOLDER = "powertrace"
+
+
 def training_rows(data_root: str | Path) -> pd.DataFrame:
     """ML.ENERGY v1 (``hf``, batch 1), v2 (``vllm-0.5``, batch and TP sweeps) and v3
-    (``vllm``, H100) as predictor rows, from the shared data folder ``data_root``.
+    (``vllm``, H100), and the PowerTrace runs' steady windows (``vllm`` 0.10, A100 and H100)
+    where present, as predictor rows, from the shared data folder ``data_root``.
 
     Model and GPU names map to catalog entries through the catalog's aliases; rows of models
     outside the catalog are left out. Each row records its stack family, the engine version
@@ -119,11 +123,15 @@ def training_rows(data_root: str | Path) -> pd.DataFrame:
         measurements_v2,
         measurements_v3,
     )
+    from energy_models.measurements.powertrace import powertrace_rows
 
     root = Path(data_root)
+    sources = [measurements_v1(root / V1V2_FOLDER), measurements_v2(root / V1V2_FOLDER),
+               measurements_v3(root / V3_FOLDER)]
+    if (root / POWERTRACE_FOLDER).is_dir():
+        sources.append(powertrace_rows(root / POWERTRACE_FOLDER))
     parts = []
-    for measured in (measurements_v1(root / V1V2_FOLDER), measurements_v2(root / V1V2_FOLDER),
-                     measurements_v3(root / V3_FOLDER)):
+    for measured in sources:
         table = measured.table
         parts.append(pd.concat([
             table.loc[:, ["llm", "device", "engine", "engine_version", "batch", "tp",
@@ -148,15 +156,22 @@ def fit_table(rows: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def fit_constants(rows: pd.DataFrame) -> dict[str, EngineConstants]:
-    """The analytical model's constants per stack, fitted on these rows only (``hf`` has no
-    tensor-parallel row and takes ``tp_overhead`` from ``vllm-0.5`` where both are fitted)."""
+TP_OVERHEAD_DONOR = {"hf": "vllm-0.5"}
+"""v1 has no tensor-parallel row: ``hf`` takes ``tp_overhead`` from ``vllm-0.5``."""
+
+
+def fit_constants(rows: pd.DataFrame, known: Mapping[str, EngineConstants] | None = None
+                  ) -> dict[str, EngineConstants]:
+    """The analytical model's constants per stack, fitted on these rows only; stacks in
+    ``known`` keep the constants given (a fold that held out none of a stack's rows reuses
+    them: the fit would be the same)."""
     from energy_models.analytical.fit import fit_engine
 
-    constants: dict[str, EngineConstants] = {}
-    for engine in sorted(rows["engine"].unique(), key=lambda e: e == "hf"):
-        fixed = ({"tp_overhead": constants["vllm-0.5"].tp_overhead}
-                 if engine == "hf" and "vllm-0.5" in constants else {})
+    constants: dict[str, EngineConstants] = dict(known or {})
+    todo = set(rows["engine"].unique()) - set(constants)
+    for engine in sorted(todo, key=lambda e: e in TP_OVERHEAD_DONOR):
+        donor = TP_OVERHEAD_DONOR.get(engine)
+        fixed = {"tp_overhead": constants[donor].tp_overhead} if donor in constants else {}
         constants[engine] = fit_engine(fit_table(rows[rows["engine"] == engine]), fixed).constants
     return dict(sorted(constants.items()))
 
@@ -164,6 +179,9 @@ def fit_constants(rows: pd.DataFrame) -> dict[str, EngineConstants]:
 def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstants],
                        extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
     """The analytical model's power per GPU, ITL (TPOT form) and energy per token."""
+    labels = work.index
+    # Grouped by position: the caller's labels may repeat.
+    work = work.reset_index(drop=True)
     parts = []
     for engine, rows in work.groupby("engine", sort=True):
         if engine not in constants:
@@ -175,7 +193,7 @@ def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstan
             "itl_s": costs["replica_s"].to_numpy(float) * rows["batch"].to_numpy(float) / n,
             "energy_per_token_j": costs["energy_j"].to_numpy(float) / n,
         }, index=rows.index))
-    return pd.concat(parts).loc[work.index]
+    return pd.concat(parts).sort_index().set_axis(labels)
 
 
 def _specs(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec]) -> tuple[pd.DataFrame,
@@ -307,7 +325,8 @@ class Trees:
 
     def to_dict(self) -> dict:
         """Each tree as a node list: ``[feature, threshold, left, right, nan_goes_left]`` for a
-        split, ``[value]`` for a leaf; 8 significant digits keep the file small."""
+        split, ``[value]`` for a leaf; thresholds at full precision (a rounded one can send a row
+        the other way), leaf values to 8 significant digits to keep the file small."""
         trees = []
         for i in range(len(self.feature)):
             nodes = []
@@ -315,7 +334,7 @@ class Trees:
                 if self.leaf[i][j]:
                     nodes.append([float(f"{self.value[i][j]:.8g}")])
                 else:
-                    nodes.append([int(self.feature[i][j]), float(f"{self.threshold[i][j]:.8g}"),
+                    nodes.append([int(self.feature[i][j]), float(self.threshold[i][j]),
                                   int(self.left[i][j]), int(self.right[i][j]),
                                   int(self.missing_left[i][j])])
             trees.append(nodes)
@@ -475,13 +494,25 @@ def fit_trees(x: pd.DataFrame, y: np.ndarray, seed: int = 0) -> Trees:
     return Trees.from_sklearn(model.fit(x.to_numpy(float), y))
 
 
-PREDICTOR_FORMS = ("correction", "raw")
-"""``correction``: log(measured / analytical). ``raw``: power / TDP, log ITL, log J/token."""
+PREDICTOR_FORMS = ("physics", "correction", "raw")
+"""``physics``: log(measured / analytical) from features that do not name the GPU (no spec
+column, no generation), so a GPU's speed and power reach a prediction only through the
+analytical model's bandwidth and FLOP/s terms and extrapolate to faster GPUs the way the
+roofline does. ``correction``: the same target from every feature. ``raw``: power / TDP, log
+ITL, log J/token."""
+CORRECTION_FORMS = ("physics", "correction")
+
+
+def form_features(form: str, feature_names: tuple[str, ...]) -> list[str]:
+    """The features a form's trees split on."""
+    if form == "physics":
+        return [f for f in feature_names if f not in GPU_FEATURES]
+    return list(feature_names)
 
 
 def _encode(target: str, form: str, values: np.ndarray, analytical: np.ndarray,
             tdp_w: np.ndarray) -> np.ndarray:
-    if form == "correction":
+    if form in CORRECTION_FORMS:
         return np.log(values / analytical)
     if target == "power_w":
         return values / tdp_w
@@ -490,11 +521,17 @@ def _encode(target: str, form: str, values: np.ndarray, analytical: np.ndarray,
 
 def _decode(target: str, form: str, learned: np.ndarray, analytical: np.ndarray,
             tdp_w: np.ndarray) -> np.ndarray:
-    if form == "correction":
+    if form in CORRECTION_FORMS:
         return analytical * np.exp(learned)
     if target == "power_w":
         return learned * tdp_w
     return np.exp(learned)
+
+
+def interval_key(unseen: str, stack: str) -> str:
+    """Intervals are calibrated per kind of unseen (UNSEEN) and stack: the current stack's
+    residuals are not the 2023 stack's."""
+    return f"{unseen}:{stack}"
 
 
 @dataclass(frozen=True)
@@ -509,7 +546,7 @@ class Predictor:
     seen_gpus: tuple[str, ...]
     seen_llms: tuple[str, ...]
     intervals: dict[str, dict[str, tuple[float, float]]]
-    """Per kind of unseen (UNSEEN) and target: quantiles of log(measured / predicted)."""
+    """Per ``interval_key(unseen, stack)`` and target: bounds of log(measured / predicted)."""
     provenance: dict
 
     @property
@@ -524,13 +561,13 @@ class Predictor:
             seed: int = 0) -> Predictor:
         """Fit on predictor rows (``training_rows`` columns): the analytical constants (unless
         given, fitted on the same rows), then the trees."""
-        forms = dict(forms or dict.fromkeys(PREDICTED_TARGETS, "correction"))
+        forms = dict(forms or dict.fromkeys(PREDICTED_TARGETS, "physics"))
         constants = dict(constants or fit_constants(rows))
         analytical = analytical_targets(rows, constants)
         table = features(rows, analytical)
         tdp = table["tdp_w"].to_numpy()
-        x = table.loc[:, list(feature_names)]
-        trees = {target: fit_trees(x, _encode(target, forms[target], rows[target].to_numpy(float),
+        trees = {target: fit_trees(table.loc[:, form_features(forms[target], feature_names)],
+                                   _encode(target, forms[target], rows[target].to_numpy(float),
                                               analytical[target].to_numpy(float), tdp), seed)
                  for target in PREDICTED_TARGETS}
         return cls(constants, forms, tuple(feature_names), trees,
@@ -554,18 +591,20 @@ class Predictor:
         analytical = analytical_targets(work, self.constants, extra_llms)
         table = features(work, analytical, extra_llms)
         tdp = table["tdp_w"].to_numpy()
-        x = table.loc[:, list(self.feature_names)]
         out = pd.DataFrame(index=work.index)
         for target in PREDICTED_TARGETS:
-            out[target] = _decode(target, self.forms[target],
-                                  self.trees[target].predict(x.to_numpy(float)),
+            form = self.forms[target]
+            x = table.loc[:, form_features(form, self.feature_names)].to_numpy(float)
+            out[target] = _decode(target, form, self.trees[target].predict(x),
                                   analytical[target].to_numpy(float), tdp)
         out["unseen"] = self.unseen(work)
         for target in PREDICTED_TARGETS:
             if not self.intervals:
                 break
-            low = out["unseen"].map(lambda kind, t=target: self.intervals[kind][t][0])
-            high = out["unseen"].map(lambda kind, t=target: self.intervals[kind][t][1])
+            keys = [interval_key(kind, stack)
+                    for kind, stack in zip(out["unseen"], work["engine"], strict=True)]
+            low = np.array([self.intervals[key][target][0] for key in keys])
+            high = np.array([self.intervals[key][target][1] for key in keys])
             out[f"{target}_low"] = out[target] * np.exp(low)
             out[f"{target}_high"] = out[target] * np.exp(high)
         return out
