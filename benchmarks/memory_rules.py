@@ -4,8 +4,10 @@
 
 For every configuration: does `serving_memory` admit it, how many sequences it keeps resident
 beside the measured mean batch, and whether the previous rule (every sequence holding its full
-context at once) refused it. Per (model, task) it prints the measured lowest-J/token setting
-and whether it is admitted. Prompt lengths are not published: the mean context is 256 prompt
+context at once) refused it. Per (model, task) it prints the measured lowest-J/token setting,
+whether it is admitted and whether the planner's candidate settings (``serving_settings`` over
+the fleet's default ``batch_sizes`` at the row's GPU count) hold it, or a setting keeping at
+least as many sequences resident. Prompt lengths are not published: the mean context is 256 prompt
 tokens plus half the mean output. Skips (exit 0) when the data is absent.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from energy_models.catalog.specs import LlmSpec, get_device, llms
-from energy_models.memory import serving_memory
+from energy_models.memory import MAX_NUM_SEQS_OPTIONS, serving_memory, serving_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -72,6 +74,10 @@ def assess(rows: pd.DataFrame) -> pd.DataFrame:
         memory = serving_memory(spec, device, int(row.num_gpus), int(row.max_num_seqs),
                                 mean_context_tokens(pd.Series(row._asdict())),
                                 expert_parallel=row.expert_parallel > 1)
+        # The planner keeps one setting per resident concurrency: a max_num_seqs it drops is
+        # covered by a smaller one that keeps at least as many sequences resident.
+        candidates = serving_settings(spec, device, (int(row.num_gpus),), MAX_NUM_SEQS_OPTIONS,
+                                      mean_context_tokens(pd.Series(row._asdict())))
         full_context = PROMPT_TOKENS + row.avg_output_len
         old_need_gb = (spec.weight_gb + row.max_num_seqs * full_context
                        * spec.kv_bytes_per_token / 1e9) / row.num_gpus
@@ -82,6 +88,8 @@ def assess(rows: pd.DataFrame) -> pd.DataFrame:
             "measured_batch": row.avg_batch_size, "seq_capacity": memory.seq_capacity,
             "resident_seqs": memory.resident_seqs, "preempted": memory.preempted,
             "admitted": memory.problem is None, "problem": memory.problem,
+            "in_candidates": any(c.max_num_seqs == row.max_num_seqs for c in candidates),
+            "covered": any(c.resident_seqs >= memory.resident_seqs for c in candidates),
             "old_admitted": old_need_gb <= device.memory_gb * OLD_UTILIZATION - OLD_OVERHEAD_GB,
         })
     return pd.DataFrame(out)
@@ -109,10 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     best = table.loc[table.groupby(["model_id", "task"]).energy_per_token_j.idxmin()]
     print("\nMeasured lowest-J/token setting per (model, task)")
     view = best[["model_id", "task", "gpus", "ep", "max_num_seqs", "energy_per_token_j",
-                 "measured_batch", "seq_capacity", "admitted", "old_admitted"]]
+                 "measured_batch", "seq_capacity", "admitted", "old_admitted",
+                 "in_candidates", "covered"]]
     print(view.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"lowest-J/token settings admitted: {int(best.admitted.sum())} of {len(best)} "
-          f"(previous rule: {int(best.old_admitted.sum())})")
+          f"(previous rule: {int(best.old_admitted.sum())}); in the planner's candidate set: "
+          f"{int(best.in_candidates.sum())} of {len(best)}, covered by one keeping as many "
+          f"sequences resident: {int(best.covered.sum())} of {len(best)}")
     return 0
 
 

@@ -174,7 +174,7 @@ class FittedSource:
                 "energy_j": energy_j, "runtime_s": runtime_s, "replica_s": replica_s,
                 "power_w": power_w, "idle_power_w": idle_w * np.ones_like(tp),
                 "peak_power_w": np.maximum(base["peak_power_w"].to_numpy(float), power_w),
-                "ttft_s": ttft_s, "itl_s": itl_s, "source": f"fitted:{energy_model.form}",
+                "ttft_s": ttft_s, "itl_s": itl_s, "source": f"{self.name}:{energy_model.form}",
             }, index=rows.index))
         return pd.concat(parts).loc[work.index]
 

@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from energy_models.catalog.specs import DeviceSpec, LlmSpec
 
 TP_DEGREES = (1, 2, 4, 8)
+MAX_NUM_SEQS_OPTIONS = (1, 8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+"""The ``max_num_seqs`` settings a plan considers unless the fleet names its own: the grid
+ML.ENERGY v3 swept on vLLM (steps of x1.5 and x2; its lowest-energy settings lie between 32
+and 2048) and one request at a time."""
 BLOCK_TOKENS = 16
 """vLLM's default KV block size on CUDA (``CacheConfig.block_size``)."""
 MAX_NUM_BATCHED_TOKENS = 8192

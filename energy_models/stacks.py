@@ -52,3 +52,12 @@ CPU_ENGINE = "cpu"
 def stack(name: str) -> Stack:
     """The family called ``name``; UnknownNameError lists the known ones."""
     return STACKS.lookup(name)
+
+
+def describe(engine: str) -> str:
+    """What the constants called ``engine`` price, in words: a stack family with the engine
+    versions it was measured on, or the CPU constants."""
+    if engine == CPU_ENGINE:
+        return "CPU decoding (llama.cpp-style), assumed constants"
+    found = stack(engine)
+    return f"{found.description}; measured on {', '.join(found.measured_versions)}"

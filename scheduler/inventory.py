@@ -18,7 +18,7 @@ A fleet file is YAML::
       slo: {ttft_s: 2.0, itl_s: 0.1, e2e_s: null}
       min_quality: 60
       max_utilization: 0.8
-      batch_sizes: [1, 8, 32, 128]
+      batch_sizes: [1, 8, 32, 128]  # default: energy_models.memory.MAX_NUM_SEQS_OPTIONS
       engine: vllm
 
 Bounds, checked before anything is built from them: ``count`` at most MAX_POOL_DEVICES,
@@ -39,6 +39,7 @@ from energy_models.catalog.specs import get_device, get_llm
 from energy_models.inputs import StrictModel, field_error, validate
 from energy_models.inputs import load_yaml as _load_yaml
 from energy_models.inputs import parse_yaml as _parse_yaml
+from energy_models.memory import MAX_NUM_SEQS_OPTIONS
 from energy_models.registry import UnknownNameError
 from energy_models.stacks import DEFAULT_STACK, STACKS
 from scheduler.errors import InputError
@@ -84,7 +85,7 @@ class Defaults(StrictModel):
     max_utilization: Annotated[float, Field(gt=0, le=1)] = 0.8
     batch_sizes: Annotated[
         tuple[Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)], ...], Field(min_length=1)
-    ] = (1, 8, 32, 128)
+    ] = MAX_NUM_SEQS_OPTIONS
     engine: str = DEFAULT_STACK
     """Serving-stack family the GPUs run (``energy_models.stacks``)."""
 

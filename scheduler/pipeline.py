@@ -9,7 +9,6 @@ import numpy as np
 
 from energy_models.cost import CostChain, default_chain
 from energy_models.regression.fitting import FittedModels
-from energy_models.stacks import CPU_ENGINE, STACKS
 from scheduler.build import Built, build_problem
 from scheduler.inventory import Fleet
 from scheduler.latency import price_latency
@@ -22,12 +21,9 @@ from workloads.spec import Workload
 
 
 def stack_of_source(source: str) -> str:
-    """The serving stack a cost source name (``kind:engine[:calibrated]``) priced, in words."""
-    engine = source.split(":")[1] if ":" in source else ""
-    if engine in STACKS:
-        found = STACKS[engine]
-        return f"{engine}: {found.description}; measured on {', '.join(found.measured_versions)}"
-    return "CPU decoding (llama.cpp-style), assumed constants" if engine == CPU_ENGINE else engine
+    """The constants a cost source name (``kind:engine[:detail]``; detail: ``calibrated`` or
+    a fitted form) priced with: a stack family or ``cpu``."""
+    return source.split(":")[1]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from energy_models.stacks import describe
 from scheduler.plan import Plan
 
 if TYPE_CHECKING:
@@ -167,6 +168,8 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
         table.add_column("why not fitted" if col == "note" else col, overflow="fold")
     for s in sources:
         table.add_row(*(s[col] for col in columns))
+    table.caption = "; ".join(f"{engine}: {describe(engine)}"
+                              for engine in sorted({s["stack"] for s in sources}))
     console.print(table)
 
 

@@ -194,7 +194,7 @@ def test_sweet_spot_of_the_sweetspot_form_matches_its_closed_form():
     expected = np.sqrt((c0 + c1 * 256 + c2 * 256**2) / c5)
     assert spot.closed_form_tokens == pytest.approx(expected, rel=1e-3)
     assert spot.output_tokens == pytest.approx(expected, rel=0.02)
-    assert spot.source == "fitted:sweetspot"
+    assert spot.source == "fitted:vllm:sweetspot"
     assert not spot.at_edge
     assert spot.spread > 1
 

@@ -38,6 +38,17 @@ def test_every_v3_configuration_that_ran_is_admitted(shared_data):
     assert refused.empty, refused.problem.tolist()
 
 
+def test_planner_candidates_run_every_measured_lowest_energy_setting(shared_data):
+    """Per (model, task) the v3 setting with the least J/token is one the planner considers by
+    default, or is covered by a smaller max_num_seqs that keeps as many sequences resident."""
+    rules = _rules()
+    table = rules["assess"](pd.read_csv(shared_data / rules["V3_CSV"]))
+    best = table.loc[table.groupby(["model_id", "task"]).energy_per_token_j.idxmin()]
+    assert len(best) >= 16
+    assert best.covered.all(), best.loc[~best.covered, ["model_id", "task", "max_num_seqs"]]
+    assert best.in_candidates.mean() >= 0.9
+
+
 def test_v3_rows_resolve_to_the_row_precision(shared_data):
     rules = _rules()
     rows = pd.read_csv(shared_data / rules["V3_CSV"])
