@@ -5,7 +5,9 @@ latency on the deployments its class is routed to. Pricing each request through 
 (gradient-boosted trees for most GPUs) on every route of every plan took most of a run; as the
 Vidur simulator does with its execution-time predictor, we evaluate the chain once on a grid
 and look up. The grid's input and output token counts lie at quantiles of the workload's (most
-points where most requests are, the extremes on it); every routed deployment is priced on it in
+points where most requests are, the extremes on it) and, a third as many, evenly in log tokens
+between the extremes: the longest prompts are few but have the longest TTFTs, and the cost
+model's slope changes out there too. Every routed deployment is priced on it in
 one ``chain.costs`` call shared by the optimised plan and every baseline. A request's TTFT and
 ITL are bilinear in (log input, log output tokens) between the four grid points around it; its
 end-to-end latency is rebuilt from its parts, TTFT + n x decode time per output token, each
@@ -23,8 +25,9 @@ import pandas as pd
 
 from energy_models.cost import CostChain
 
-GRID_POINTS = 24
-"""Grid points per token axis (input and output), at quantiles of the workload's tokens."""
+GRID_POINTS = 32
+"""Grid points per token axis (input and output) at quantiles of the workload's tokens; half as
+many again spread evenly in log tokens (``token_grid``)."""
 
 PRICING_COLUMNS = ("llm", "device", "tp", "batch", "power_cap_w")
 """What the cost chain needs of a deployment besides the tokens."""
@@ -32,11 +35,14 @@ PRICING_COLUMNS = ("llm", "device", "tp", "batch", "power_cap_w")
 
 def token_grid(tokens: np.ndarray, points: int = GRID_POINTS) -> np.ndarray:
     """Up to ``points`` distinct token counts at equal-count quantiles of ``tokens``, the
-    smallest and largest included: most grid points lie where most requests are."""
+    smallest and largest included (most grid points lie where most requests are), and up to
+    ``points // 3`` more evenly spaced in log tokens over the same range (the sparse tail)."""
     tokens = np.asarray(tokens, dtype=float)
     if not np.min(tokens) > 0:
         raise ValueError(f"token counts must be positive, got {np.min(tokens):g}")
-    return np.unique(np.quantile(tokens, np.linspace(0.0, 1.0, max(points, 2))))
+    quantiles = np.quantile(tokens, np.linspace(0.0, 1.0, max(points, 2)))
+    spread = np.geomspace(np.min(tokens), np.max(tokens), max(points // 2, 2))
+    return np.unique(np.concatenate([quantiles, spread]))
 
 
 @dataclass(frozen=True)
