@@ -251,6 +251,25 @@ def test_predictor_json_round_trip(predictor):
     np.testing.assert_allclose(first[numeric], original[numeric], rtol=1e-6)
 
 
+def test_analytical_form_has_no_trees_and_predicts_the_analytical_model(rows):
+    forms = {"power_w": "raw", "itl_s": "analytical", "energy_per_token_j": "analytical"}
+    mixed = Predictor.fit(rows.iloc[::2], forms, constants=CONSTANTS)
+    assert set(mixed.trees) == {"power_w"}
+    work = pd.concat([_work(), _work("qwen3-8b", "L40S", batch=64)], ignore_index=True)
+    predicted = mixed.predict(work)
+    analytical = analytical_targets(work, CONSTANTS)
+    for target in ("itl_s", "energy_per_token_j"):
+        np.testing.assert_array_equal(predicted[target], analytical[target])
+    assert not np.allclose(predicted["power_w"], analytical["power_w"])
+    loaded = Predictor.from_json(mixed.to_json())
+    assert loaded.to_json() == mixed.to_json()
+    pd.testing.assert_frame_equal(loaded.predict(work), predicted)
+    body = json.loads(mixed.to_json())
+    body["forms"]["itl_s"] = "linear"
+    with pytest.raises(ModelFileError, match="forms"):
+        Predictor.from_json(json.dumps(body), "my.json")
+
+
 def test_predictor_unseen_labels(predictor):
     work = pd.concat([_work(), _work(device="B200"), _work("qwen3-8b"),
                       _work("qwen3-8b", "B200")], ignore_index=True)
@@ -683,6 +702,9 @@ def _choice_rows() -> tuple[pd.DataFrame, pd.DataFrame]:
         "energy_per_token_j:physics": predicted(1.1),
         "energy_per_token_j:correction": predicted(1.05, (4,)),
         "energy_per_token_j:raw": predicted(1.02, (1, 8)),
+        # The analytical model alone ranks every pair right but is the least accurate: it is
+        # kept only where no learned form ranks as well (the last case below).
+        **{f"{t}:analytical": predicted(1.4) for t in PREDICTED_TARGETS},
     })
     return rows, oof
 
@@ -701,6 +723,11 @@ def test_choose_forms_ranks_gpus_first_then_takes_the_lowest_mdape():
                      "energy_per_token_j": "correction"}
     # Without the unpredicted row the choice is the same: it is ignored, not scored.
     assert choose_forms(rows.iloc[:11], oof.iloc[:11]) == forms
+    # Where every learned form misranks two pairs, the analytical model is kept.
+    rows, oof = _choice_rows()
+    for form in ("physics", "correction", "raw"):
+        oof[f"energy_per_token_j:{form}"] = oof["energy_per_token_j:raw"]
+    assert choose_forms(rows, oof)["energy_per_token_j"] == "analytical"
 
 
 @pytest.mark.parametrize(("n", "low_rank", "high_rank"), [(9, 1, 9), (19, 2, 18), (29, 3, 27),
@@ -799,12 +826,11 @@ def test_calibration_effect_recovers_a_new_stack(rows):
 def test_out_of_fold_predictions_come_from_the_fold_that_held_the_row_out(rows):
     subset = rows[rows["engine"] == "vllm"].reset_index(drop=True)
     oof = out_of_fold(subset, "gpu")
-    assert set(oof.columns) == {f"{t}:{f}" for t in PREDICTED_TARGETS
-                                for f in (*PREDICTOR_FORMS, "analytical")}
+    assert set(oof.columns) == {f"{t}:{f}" for t in PREDICTED_TARGETS for f in PREDICTOR_FORMS}
     assert np.isfinite(oof.to_numpy()).all()
     held = (subset["device"] == "H100-SXM").to_numpy()
     train = subset.loc[~held]
-    for form in ("raw", "physics"):
+    for form in ("raw", "physics", "analytical"):
         refit = Predictor.fit(train, dict.fromkeys(PREDICTED_TARGETS, form)).predict(
             subset.loc[held])
         for target in PREDICTED_TARGETS:

@@ -22,7 +22,6 @@ from energy_models.predictor.model import (
     TP_OVERHEAD_DONOR,
     Calibration,
     Predictor,
-    analytical_targets,
     fit_constants,
     interval_key,
     wattgpu_baselines,
@@ -58,8 +57,9 @@ def folds(rows: pd.DataFrame, split: str) -> Iterator[tuple[str, np.ndarray]]:
 
 def out_of_fold(rows: pd.DataFrame, split: str,
                 progress: Callable[[str], None] = lambda message: None) -> pd.DataFrame:
-    """Per row, every form's prediction of every target (``<target>:<form>``) and the
-    analytical model's (``<target>:analytical``), each from the fold that held the row out."""
+    """Per row, every form's prediction of every target (``<target>:<form>``; the
+    ``analytical`` form is the analytical model alone), each from the fold that held the row
+    out."""
     out = pd.DataFrame(index=rows.index, dtype=float)
     everything = fit_constants(rows)
     for name, test in folds(rows, split):
@@ -80,9 +80,6 @@ def out_of_fold(rows: pd.DataFrame, split: str,
             predicted = predictor.predict(held)
             for target in PREDICTED_TARGETS:
                 out.loc[test, f"{target}:{form}"] = predicted[target].to_numpy()
-        analytical = analytical_targets(held, predictor.constants)
-        for target in PREDICTED_TARGETS:
-            out.loc[test, f"{target}:analytical"] = analytical[target].to_numpy()
     return out
 
 
@@ -139,7 +136,6 @@ def scores(rows: pd.DataFrame, oof: pd.DataFrame, forms: dict[str, str]) -> pd.D
         methods = {f"ours ({forms[target]})": ours}
         methods.update({f"ours ({form}, not kept)": oof[f"{target}:{form}"].to_numpy(float)
                         for form in PREDICTOR_FORMS if form != forms[target]})
-        methods["analytical"] = oof[f"{target}:analytical"].to_numpy(float)
         methods.update({column: base[column].to_numpy(float)
                         for column in BASELINE_COLUMNS[target]})
         our_error = mdape(ours, measured)

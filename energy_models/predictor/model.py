@@ -494,13 +494,15 @@ def fit_trees(x: pd.DataFrame, y: np.ndarray, seed: int = 0) -> Trees:
     return Trees.from_sklearn(model.fit(x.to_numpy(float), y))
 
 
-PREDICTOR_FORMS = ("physics", "correction", "raw")
+PREDICTOR_FORMS = ("physics", "correction", "raw", "analytical")
 """``physics``: log(measured / analytical) from features that do not name the GPU (no spec
 column, no generation), so a GPU's speed and power reach a prediction only through the
 analytical model's bandwidth and FLOP/s terms and extrapolate to faster GPUs the way the
 roofline does. ``correction``: the same target from every feature. ``raw``: power / TDP, log
-ITL, log J/token."""
+ITL, log J/token. ``analytical``: the analytical model with the stack's fitted constants and
+no trees, kept where learned corrections rank unseen GPUs worse than the roofline does."""
 CORRECTION_FORMS = ("physics", "correction")
+TREE_FORMS = ("physics", "correction", "raw")
 
 
 def form_features(form: str, feature_names: tuple[str, ...]) -> list[str]:
@@ -543,6 +545,7 @@ class Predictor:
     feature_names: tuple[str, ...]
     """Which of FEATURES the trees split on."""
     trees: dict[str, Trees]
+    """Per target whose form is in TREE_FORMS."""
     seen_gpus: tuple[str, ...]
     seen_llms: tuple[str, ...]
     intervals: dict[str, dict[str, tuple[float, float]]]
@@ -569,7 +572,7 @@ class Predictor:
         trees = {target: fit_trees(table.loc[:, form_features(forms[target], feature_names)],
                                    _encode(target, forms[target], rows[target].to_numpy(float),
                                               analytical[target].to_numpy(float), tdp), seed)
-                 for target in PREDICTED_TARGETS}
+                 for target in PREDICTED_TARGETS if forms[target] in TREE_FORMS}
         return cls(constants, forms, tuple(feature_names), trees,
                    tuple(sorted(rows["device"].unique())),
                    tuple(sorted(rows["llm"].unique())),
@@ -594,6 +597,9 @@ class Predictor:
         out = pd.DataFrame(index=work.index)
         for target in PREDICTED_TARGETS:
             form = self.forms[target]
+            if form not in TREE_FORMS:
+                out[target] = analytical[target].to_numpy(float)
+                continue
             x = table.loc[:, form_features(form, self.feature_names)].to_numpy(float)
             out[target] = _decode(target, form, self.trees[target].predict(x),
                                   analytical[target].to_numpy(float), tdp)
@@ -625,7 +631,7 @@ class Predictor:
             "intervals": {kind: {t: [round(lo, 6), round(hi, 6)] for t, (lo, hi) in v.items()}
                           for kind, v in sorted(self.intervals.items())},
             "provenance": self.provenance,
-            "trees": {t: self.trees[t].to_dict() for t in PREDICTED_TARGETS},
+            "trees": {t: trees.to_dict() for t, trees in sorted(self.trees.items())},
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n"
 
@@ -640,10 +646,17 @@ class Predictor:
             if not set(body["features"]) <= set(FEATURES):
                 raise ModelFileError(f"{origin}: fitted on other features; refit it with "
                                      f"benchmarks/predictor_accuracy.py --write")
+            forms = dict(body["forms"])
+            if set(forms) != set(PREDICTED_TARGETS) or not set(forms.values()) <= set(
+                    PREDICTOR_FORMS):
+                raise ModelFileError(f"{origin}: forms {forms} are not one of "
+                                     f"{', '.join(PREDICTOR_FORMS)} per target; refit it with "
+                                     f"benchmarks/predictor_accuracy.py --write")
             return cls(
                 constants={k: EngineConstants(**v) for k, v in body["constants"].items()},
-                forms=dict(body["forms"]), feature_names=tuple(body["features"]),
-                trees={t: Trees.from_dict(body["trees"][t]) for t in PREDICTED_TARGETS},
+                forms=forms, feature_names=tuple(body["features"]),
+                trees={t: Trees.from_dict(body["trees"][t]) for t in PREDICTED_TARGETS
+                       if forms[t] in TREE_FORMS},
                 seen_gpus=tuple(body["seen_gpus"]), seen_llms=tuple(body["seen_llms"]),
                 intervals={kind: {t: (float(lo), float(hi)) for t, (lo, hi) in v.items()}
                            for kind, v in body["intervals"].items()},
