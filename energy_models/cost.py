@@ -23,9 +23,14 @@ from energy_models.analytical.model import (
 )
 from energy_models.catalog.specs import get_device
 from energy_models.errors import CalibrationError
-from energy_models.predictor.model import Calibration, Predictor, shipped_predictor
+from energy_models.predictor.model import (
+    Calibration,
+    Predictor,
+    analytical_targets,
+    shipped_predictor,
+)
 from energy_models.regression.fitting import FittedModel, FittedModels
-from energy_models.stacks import CPU_ENGINE, DEFAULT_STACK
+from energy_models.stacks import CPU_ENGINE, DEFAULT_STACK, itl_is_step
 
 COST_COLUMNS = (
     "energy_j",
@@ -75,7 +80,8 @@ class AnalyticalSource:
         parts = []
         for kind, rows in work.groupby(kinds, sort=True):
             engine = CPU_ENGINE if kind == "cpu" else self.gpu_engine
-            costs = analytical_costs(rows, self._constants(engine))
+            costs = analytical_costs(rows, self._constants(engine),
+                                     itl_is_step=itl_is_step(engine))
             parts.append(costs.assign(source=f"analytical:{engine}"))
         return pd.concat(parts).loc[work.index]
 
@@ -210,17 +216,18 @@ class PredictedSource:
         # The predictor learned uncapped devices; the cap is applied once, below.
         free = work.drop(columns="power_cap_w", errors="ignore")
         base = analytical_costs(free, self.predictor.constants[self.engine])
+        base_itl_s = analytical_targets(free.assign(engine=self.engine),
+                                        self.predictor.constants)["itl_s"].to_numpy(float)
         predicted = self.predictor.predict(free.assign(engine=self.engine))
         if self.calibration is not None:
             predicted = self.calibration.apply(predicted)
         n = work["output_tokens"].to_numpy(float)
-        batch = work["batch"].to_numpy(float)
         tp = work["tp"].to_numpy(float)
         energy_j = predicted["energy_per_token_j"].to_numpy() * n
         power_w = predicted["power_w"].to_numpy() * tp
         itl_s = predicted["itl_s"].to_numpy()
-        # The predictor's ITL is the TPOT form (replica time per request x batch / tokens).
-        scale = itl_s / (base["replica_s"].to_numpy(float) * batch / n)
+        # Predicted over analytical ITL, both as the stack measures it, rescales the times.
+        scale = itl_s / base_itl_s
         stretch = _capped(work, power_w)
         return pd.DataFrame({
             "energy_j": energy_j, "runtime_s": base["runtime_s"].to_numpy(float) * scale * stretch,

@@ -19,6 +19,9 @@ class Stack:
     """Engine versions of the training rows of this family."""
     itl_definition: str
     """What the family's measured ITL is."""
+    itl_is_step: bool
+    """The measured ITL is one decode step (streamed gap; chunked prefill spreads other
+    requests' prefills over steps), not the time per output token with prefill stalls."""
 
 
 MLENERGY_V1_VERSION = "transformers generate via FastChat (ML.ENERGY v1, 2023)"
@@ -32,15 +35,15 @@ for _stack in (
                   "cache), today's default",
           (MLENERGY_V3_VERSION, "vLLM 0.10.1.1 (PowerTrace runs, 2026)"),
           "median gap between consecutive streamed tokens (chunked prefill spreads other "
-          "requests' prefills over steps)"),
+          "requests' prefills over steps)", itl_is_step=True),
     Stack("vllm-0.5", "vLLM 0.5 (2024: V0 engine, no chunked prefill by default)",
           (MLENERGY_V2_VERSION,),
           "mean time per output token of a request (TPOT), other requests' prefill stalls "
-          "included (continuous batching)"),
+          "included (continuous batching)", itl_is_step=False),
     Stack("hf", "Hugging Face transformers generate, one request at a time",
           (MLENERGY_V1_VERSION,),
           "request latency / generated tokens: mean time per output token, the request's own "
-          "prefill included (batch 1)"),
+          "prefill included (batch 1)", itl_is_step=False),
 ):
     STACKS.register(_stack.name)(_stack)
 
@@ -61,3 +64,9 @@ def describe(engine: str) -> str:
         return "CPU decoding (llama.cpp-style), assumed constants"
     found = stack(engine)
     return f"{found.description}; measured on {', '.join(found.measured_versions)}"
+
+
+def itl_is_step(engine: str) -> bool:
+    """Whether ``engine``'s ITL is one decode step (``Stack.itl_is_step``); the CPU constants
+    price the time per output token."""
+    return engine != CPU_ENGINE and stack(engine).itl_is_step

@@ -16,7 +16,9 @@ from energy_models.analytical.model import analytical_costs, shipped_constants
 from energy_models.cost import AnalyticalSource, CostChain, default_chain
 from energy_models.errors import CalibrationError
 from energy_models.measurements.mlenergy import load_v2
+from energy_models.predictor.model import analytical_targets
 from energy_models.registry import UnknownNameError
+from energy_models.stacks import itl_is_step
 
 VLLM = shipped_constants()["vllm"]
 
@@ -34,6 +36,35 @@ def test_costs_are_consistent():
     assert cost.idle_power_w < cost.power_w <= cost.peak_power_w + 1e-9
     assert cost.ttft_s < cost.runtime_s
     assert cost.replica_s < cost.runtime_s  # batching shares the replica
+
+
+def test_itl_is_one_step_where_the_stack_streams_a_token_per_step():
+    """Today's vLLM chunks other requests' prefills into the steps: its measured ITL (the
+    median streamed gap) is one decode step. The older stacks' ITL is the time per output
+    token, other requests' prefill stalls included. A request's wall time has the stalls
+    either way."""
+    long_prompts = pd.concat([work(input_tokens=1024, output_tokens=64, batch=b)
+                              for b in (1, 32)], ignore_index=True)
+    mean = analytical_costs(long_prompts, VLLM)
+    step = analytical_costs(long_prompts, VLLM, itl_is_step=True)
+    n, batch = long_prompts.output_tokens, long_prompts.batch
+    # replica_s = t_prefill + n t_step / b and ttft = t_prefill + t_step give the step.
+    t_step = (step.replica_s - step.ttft_s) / (n / batch - 1.0)
+    np.testing.assert_allclose(step.itl_s[1], t_step[1], rtol=1e-9)
+    assert step.itl_s[0] == pytest.approx(mean.itl_s[0])  # Alone: nothing stalls it.
+    assert mean.itl_s[1] > 1.5 * step.itl_s[1]
+    pd.testing.assert_series_equal(step.runtime_s, mean.runtime_s)
+    assert step.runtime_s[1] > step.ttft_s[1] + n[1] * step.itl_s[1]
+    assert itl_is_step("vllm")
+    assert not itl_is_step("vllm-0.5")
+    assert not itl_is_step("hf")
+    assert not itl_is_step("cpu")
+    targets = analytical_targets(pd.concat([long_prompts.assign(engine="vllm"),
+                                            long_prompts.assign(engine="vllm-0.5")],
+                                           ignore_index=True), shipped_constants())
+    np.testing.assert_allclose(targets.itl_s[:2], step.itl_s, rtol=1e-12)
+    old = analytical_costs(long_prompts, shipped_constants()["vllm-0.5"])
+    np.testing.assert_allclose(targets.itl_s[2:], old.replica_s * batch / n, rtol=1e-12)
 
 
 def test_energy_per_request_falls_with_batch_and_rises_with_tokens():

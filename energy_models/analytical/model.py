@@ -120,7 +120,8 @@ def _spec_arrays(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec]) -> dict[
 
 
 def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
-                     extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
+                     extra_llms: Mapping[str, LlmSpec] | None = None,
+                     itl_is_step: bool = False) -> pd.DataFrame:
     """Cost of each row of ``work`` (columns WORK_COLUMNS, optional ``power_cap_w`` per device).
 
     ``extra_llms`` names LLMs that are not in the catalog (e.g. read from a config.json).
@@ -128,7 +129,9 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
     Returns per request: ``energy_j`` (gross, whole replica, the request's share),
     ``runtime_s`` (its own wall time), ``replica_s`` (replica time it occupies), ``power_w``
     (replica mean power while busy), ``idle_power_w`` (replica), ``peak_power_w`` (replica),
-    ``ttft_s``, ``itl_s`` (mean inter-token gap, other requests' prefill stalls included).
+    ``ttft_s``, ``itl_s`` (mean inter-token gap, other requests' prefill stalls included; one
+    decode step where ``itl_is_step``: a stack that chunks prefills into the steps streams
+    its typical token one step after the last).
     """
     missing = [c for c in WORK_COLUMNS if c not in work.columns]
     if missing:
@@ -178,17 +181,17 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
     replica_s = t_prefill + decode_share_s
     device_w = (prefill_w * t_prefill + decode_w * decode_share_s) / replica_s
     # Other sequences' prefills stall this one: (batch - 1) admissions every n steps.
-    itl_s = t_step + (batch - 1.0) * t_prefill / n
+    mean_gap_s = t_step + (batch - 1.0) * t_prefill / n
     return pd.DataFrame(
         {
             "energy_j": device_w * tp * replica_s,
-            "runtime_s": t_prefill + t_step + n * itl_s,
+            "runtime_s": t_prefill + t_step + n * mean_gap_s,
             "replica_s": replica_s,
             "power_w": device_w * tp,
             "idle_power_w": s["idle_w"] * tp,
             "peak_power_w": np.maximum(prefill_w, decode_w) * tp,
             "ttft_s": t_prefill + t_step,
-            "itl_s": itl_s,
+            "itl_s": t_step if itl_is_step else mean_gap_s,
         },
         index=work.index,
     )

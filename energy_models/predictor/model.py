@@ -34,7 +34,7 @@ from energy_models.analytical.model import (
 )
 from energy_models.catalog.specs import DeviceSpec, LlmSpec, get_device, get_llm
 from energy_models.errors import CalibrationError, ModelFileError
-from energy_models.stacks import STACKS
+from energy_models.stacks import STACKS, itl_is_step
 
 PREDICTED_TARGETS = ("power_w", "itl_s", "energy_per_token_j")
 """Per-GPU mean power, mean time per output token of a request, and replica energy per output
@@ -178,7 +178,8 @@ def fit_constants(rows: pd.DataFrame, known: Mapping[str, EngineConstants] | Non
 
 def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstants],
                        extra_llms: Mapping[str, LlmSpec] | None = None) -> pd.DataFrame:
-    """The analytical model's power per GPU, ITL (TPOT form) and energy per token."""
+    """The analytical model's power per GPU, ITL as the stack measures it (one decode step,
+    or the TPOT form: replica time per request x batch / output tokens) and energy per token."""
     labels = work.index
     # Grouped by position: the caller's labels may repeat.
     work = work.reset_index(drop=True)
@@ -186,11 +187,13 @@ def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstan
     for engine, rows in work.groupby("engine", sort=True):
         if engine not in constants:
             raise CalibrationError(f"no fitted stack {engine!r}; known: {sorted(constants)}")
-        costs = analytical_costs(rows, constants[engine], extra_llms)
+        step = itl_is_step(engine)
+        costs = analytical_costs(rows, constants[engine], extra_llms, itl_is_step=step)
         n = rows["output_tokens"].to_numpy(float)
+        tpot_s = costs["replica_s"].to_numpy(float) * rows["batch"].to_numpy(float) / n
         parts.append(pd.DataFrame({
             "power_w": costs["power_w"].to_numpy(float) / rows["tp"].to_numpy(float),
-            "itl_s": costs["replica_s"].to_numpy(float) * rows["batch"].to_numpy(float) / n,
+            "itl_s": costs["itl_s"].to_numpy(float) if step else tpot_s,
             "energy_per_token_j": costs["energy_j"].to_numpy(float) / n,
         }, index=rows.index))
     return pd.concat(parts).sort_index().set_axis(labels)
