@@ -71,13 +71,13 @@ def assess(rows: pd.DataFrame) -> pd.DataFrame:
         if spec is None:
             continue
         device = get_device(row.gpu_model)
+        context = mean_context_tokens(pd.Series(row._asdict()))
         memory = serving_memory(spec, device, int(row.num_gpus), int(row.max_num_seqs),
-                                mean_context_tokens(pd.Series(row._asdict())),
-                                expert_parallel=row.expert_parallel > 1)
+                                context, expert_parallel=row.expert_parallel > 1)
         # The planner keeps one setting per resident concurrency: a max_num_seqs it drops is
         # covered by a smaller one that keeps at least as many sequences resident.
         candidates = serving_settings(spec, device, (int(row.num_gpus),), MAX_NUM_SEQS_OPTIONS,
-                                      mean_context_tokens(pd.Series(row._asdict())))
+                                      context)
         full_context = PROMPT_TOKENS + row.avg_output_len
         old_need_gb = (spec.weight_gb + row.max_num_seqs * full_context
                        * spec.kv_bytes_per_token / 1e9) / row.num_gpus

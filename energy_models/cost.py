@@ -26,7 +26,7 @@ from energy_models.errors import CalibrationError
 from energy_models.predictor.model import (
     Calibration,
     Predictor,
-    analytical_targets,
+    measured_itl_s,
     shipped_predictor,
 )
 from energy_models.regression.fitting import FittedModel, FittedModels
@@ -215,9 +215,8 @@ class PredictedSource:
     def costs(self, work: pd.DataFrame) -> pd.DataFrame:
         # The predictor learned uncapped devices; the cap is applied once, below.
         free = work.drop(columns="power_cap_w", errors="ignore")
-        base = analytical_costs(free, self.predictor.constants[self.engine])
-        base_itl_s = analytical_targets(free.assign(engine=self.engine),
-                                        self.predictor.constants)["itl_s"].to_numpy(float)
+        base = analytical_costs(free, self.predictor.constants[self.engine],
+                                itl_is_step=itl_is_step(self.engine))
         predicted = self.predictor.predict(free.assign(engine=self.engine))
         if self.calibration is not None:
             predicted = self.calibration.apply(predicted)
@@ -227,7 +226,7 @@ class PredictedSource:
         power_w = predicted["power_w"].to_numpy() * tp
         itl_s = predicted["itl_s"].to_numpy()
         # Predicted over analytical ITL, both as the stack measures it, rescales the times.
-        scale = itl_s / base_itl_s
+        scale = itl_s / measured_itl_s(base, work, self.engine)
         stretch = _capped(work, power_w)
         return pd.DataFrame({
             "energy_j": energy_j, "runtime_s": base["runtime_s"].to_numpy(float) * scale * stretch,

@@ -166,6 +166,8 @@ class ShippedFit:
 
 V1V2_FOLDER = "mlenergy-leaderboard-v1v2"
 V3_FOLDER = "mlenergy-leaderboard-v3-h100"
+TP_OVERHEAD_DONOR = {"hf": "vllm-0.5"}
+"""v1 has no tensor-parallel row: ``hf`` takes ``tp_overhead`` from ``vllm-0.5``."""
 SHIPPED_FITS = (("vllm-0.5", "ML.ENERGY v2 (vLLM 0.5.4)"),
                 ("vllm", "ML.ENERGY v3 (vLLM 0.11.1, H100)"),
                 ("hf", "ML.ENERGY v1 (HF/FastChat, batch 1)"))
@@ -192,7 +194,8 @@ def fit_shipped_constants(data_root: str | Path) -> ShippedFit:
     errors, tables = [], {}
     for engine, data in SHIPPED_FITS:
         table, skipped = _fit_rows(Path(data_root), engine)
-        fixed = ({"tp_overhead": constants["vllm-0.5"].tp_overhead} if engine == "hf" else {})
+        donor = TP_OVERHEAD_DONOR.get(engine)
+        fixed = {"tp_overhead": constants[donor].tp_overhead} if donor else {}
         result = fit_engine(table, fixed)
         constants[engine] = result.constants
         tables[engine] = table

@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import kendalltau, pearsonr
 
-from energy_models.analytical.fit import mdape
+from energy_models.analytical.fit import TP_OVERHEAD_DONOR, mdape
 from energy_models.predictor.model import (
     INTERVAL_QUANTILES,
     PREDICTED_TARGETS,
     PREDICTOR_FORMS,
-    TP_OVERHEAD_DONOR,
     Calibration,
     Predictor,
     fit_constants,

@@ -156,16 +156,12 @@ def fit_table(rows: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-TP_OVERHEAD_DONOR = {"hf": "vllm-0.5"}
-"""v1 has no tensor-parallel row: ``hf`` takes ``tp_overhead`` from ``vllm-0.5``."""
-
-
 def fit_constants(rows: pd.DataFrame, known: Mapping[str, EngineConstants] | None = None
                   ) -> dict[str, EngineConstants]:
     """The analytical model's constants per stack, fitted on these rows only; stacks in
     ``known`` keep the constants given (a fold that held out none of a stack's rows reuses
     them: the fit would be the same)."""
-    from energy_models.analytical.fit import fit_engine
+    from energy_models.analytical.fit import TP_OVERHEAD_DONOR, fit_engine
 
     constants: dict[str, EngineConstants] = dict(known or {})
     todo = set(rows["engine"].unique()) - set(constants)
@@ -174,6 +170,16 @@ def fit_constants(rows: pd.DataFrame, known: Mapping[str, EngineConstants] | Non
         fixed = {"tp_overhead": constants[donor].tp_overhead} if donor in constants else {}
         constants[engine] = fit_engine(fit_table(rows[rows["engine"] == engine]), fixed).constants
     return dict(sorted(constants.items()))
+
+
+def measured_itl_s(costs: pd.DataFrame, work: pd.DataFrame, engine: str) -> np.ndarray:
+    """The ITL of analytical ``costs`` (priced with ``itl_is_step(engine)``) as ``engine``'s
+    measurements define it: one decode step, or the TPOT form (replica time per request x
+    batch / output tokens)."""
+    if itl_is_step(engine):
+        return costs["itl_s"].to_numpy(float)
+    return (costs["replica_s"].to_numpy(float) * work["batch"].to_numpy(float)
+            / work["output_tokens"].to_numpy(float))
 
 
 def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstants],
@@ -187,13 +193,12 @@ def analytical_targets(work: pd.DataFrame, constants: Mapping[str, EngineConstan
     for engine, rows in work.groupby("engine", sort=True):
         if engine not in constants:
             raise CalibrationError(f"no fitted stack {engine!r}; known: {sorted(constants)}")
-        step = itl_is_step(engine)
-        costs = analytical_costs(rows, constants[engine], extra_llms, itl_is_step=step)
+        costs = analytical_costs(rows, constants[engine], extra_llms,
+                                 itl_is_step=itl_is_step(engine))
         n = rows["output_tokens"].to_numpy(float)
-        tpot_s = costs["replica_s"].to_numpy(float) * rows["batch"].to_numpy(float) / n
         parts.append(pd.DataFrame({
             "power_w": costs["power_w"].to_numpy(float) / rows["tp"].to_numpy(float),
-            "itl_s": costs["itl_s"].to_numpy(float) if step else tpot_s,
+            "itl_s": measured_itl_s(costs, rows, engine),
             "energy_per_token_j": costs["energy_j"].to_numpy(float) / n,
         }, index=rows.index))
     return pd.concat(parts).sort_index().set_axis(labels)
