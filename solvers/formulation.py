@@ -258,7 +258,7 @@ def solve(
 
 
 @contextlib.contextmanager
-def _native_stdout_silenced() -> Iterator[None]:
+def native_stdout_silenced() -> Iterator[None]:
     """File descriptor 1 points at /dev/null while a solver runs.
 
     HiGHS prints a banner from C on every solve, whatever ``msg`` says, straight to fd 1;
@@ -279,7 +279,7 @@ def _native_stdout_silenced() -> Iterator[None]:
 def _run(prob: pulp.LpProblem, backend: pulp.LpSolver, name: str) -> None:
     """Run ``backend`` on ``prob``, translating PuLP's solver failures into ours."""
     try:
-        with _native_stdout_silenced():
+        with native_stdout_silenced():
             prob.solve(backend)
     except pulp.PulpSolverError as exc:
         raise SolverError(f"{name} failed: {exc}") from exc

@@ -25,6 +25,7 @@ def solve_milp(
     time_limit_s: float = 30.0,
     gap_rel: float = 1e-4,
     threads: int = 1,
+    fixed_replicas: np.ndarray | None = None,
 ) -> Solution:
     """The least-energy plan that meets every constraint of ``problem``.
 
@@ -35,6 +36,9 @@ def solve_milp(
     (objective_j − bound_j) / objective_j, so both are real numbers for either status.
     ``objective_j`` is recomputed from the returned (rounded, cleaned) plan.
 
+    ``fixed_replicas`` (D,) pins every deployment's replica count, leaving only the routing
+    to the solver (``solvers.routing`` solves that case as an LP, much faster).
+
     Runs are deterministic: one thread by default, and PuLP hands variables to the solver
     sorted by name, so the same problem gives the same arrays.
 
@@ -44,6 +48,9 @@ def solve_milp(
         UnknownNameError: ``solver`` is neither ``highs`` nor ``cbc``.
     """
     model = formulation.build_variables(problem, "wattsched_milp")
+    if fixed_replicas is not None:
+        for dep, count in zip(problem.deployments, fixed_replicas, strict=True):
+            model.n[dep.id].lowBound = model.n[dep.id].upBound = int(count)
     formulation.add_demand(problem, model)
     formulation.add_capacity(problem, model)
     formulation.add_inventory(problem, model)

@@ -139,3 +139,10 @@ def test_powertrace_rows_benchmark(shared_data, capsys):
 def test_powertrace_rows_benchmark_skips_without_data(tmp_path, capsys):
     assert _main("powertrace_rows.py")(["--data", str(tmp_path)]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_routing_speed_benchmark(capsys):
+    assert _main("routing_speed.py")(["--sizes", "S", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "pinned MILP s" in out
+    assert "speed-up" in out
