@@ -24,6 +24,11 @@ DIAGNOSIS_TIME_LIMIT_S = 30.0
 UNMET_REL = 1e-6
 """Unmet requests below this fraction of a class's count are solver noise."""
 
+SHOWN_CLASSES = 5
+SHOWN_LIMITS = 5
+"""At most this many short classes, and binding limits per class, are named: a fleet-scale
+problem can have thousands, and the message must stay readable."""
+
 _GENERIC = (
     "no plan meets demand, replica capacity, pool inventory, rack power caps and the "
     "mean-quality target together, and no single class or constraint could be isolated"
@@ -128,16 +133,22 @@ def _unmet_demand(problem: Problem) -> list[str]:
         return []
     replicas = np.array([round(model.n[dep.id].varValue) for dep in problem.deployments])
     eligible = problem.eligible()
+    short_classes = [(i, demand, unmet[demand.id].varValue)
+                     for i, demand in enumerate(problem.classes)
+                     if unmet[demand.id].varValue > UNMET_REL * max(demand.count, 1.0)]
     reasons = []
-    for i, demand in enumerate(problem.classes):
-        short = unmet[demand.id].varValue
-        if short <= UNMET_REL * max(demand.count, 1.0):
-            continue
+    for i, demand, short in short_classes[:SHOWN_CLASSES]:
         binding = _binding_limits(problem, replicas, np.flatnonzero(eligible[i]))
+        more = (f" and {len(binding) - SHOWN_LIMITS} more" if len(binding) > SHOWN_LIMITS
+                else "")
         reasons.append(
             f"class {demand.id}: {short:.6g} of {demand.count:g} requests unmet; "
-            f"binding: {', '.join(binding)}"
+            f"binding: {', '.join(binding[:SHOWN_LIMITS])}{more}"
         )
+    hidden = short_classes[SHOWN_CLASSES:]
+    if hidden:
+        reasons.append(f"and {len(hidden)} more classes short "
+                       f"({sum(short for *_, short in hidden):.6g} requests unmet)")
     return reasons
 
 

@@ -97,3 +97,33 @@ def test_replicas_beyond_a_pool_or_a_rack_cap_are_refused_before_solving():
         solve_routing(problem, np.array([3, 2]))
     with pytest.raises(InfeasibleError, match=r"rack r0: the replicas peak at 600 W"):
         solve_routing(problem, np.array([1, 1]))
+
+
+def test_infeasibility_at_fleet_scale_names_a_few_classes_and_limits_not_all():
+    from solvers.diagnose import SHOWN_CLASSES, SHOWN_LIMITS, explain_infeasibility
+
+    pools = tuple(Pool(f"p{j}", "gpu", 1, "r0") for j in range(12))
+    deployments = tuple(
+        Deployment(id=f"d{j}", pool=f"p{j}", llm="m", tp=1, max_batch=8, quality=0.8,
+                   idle_power_w=100.0, peak_power_w=300.0, memory_need_gb=20.0,
+                   memory_gb=80.0) for j in range(12))
+    classes = tuple(DemandClass(f"c{i}", 10_000.0) for i in range(12))
+    shape = (len(classes), len(deployments))
+    problem = Problem(
+        horizon_s=3600.0, racks=(Rack("r0"),), pools=pools, deployments=deployments,
+        classes=classes, energy_j=np.ones(shape), occupancy_s=np.ones(shape),
+        ttft_s=np.full(shape, 0.1), itl_s=np.full(shape, 0.01), e2e_s=np.ones(shape),
+        servable=np.ones(shape, dtype=bool))
+    reasons = explain_infeasibility(problem)
+    named = [r for r in reasons if r.startswith("class ")]
+    assert 1 <= len(named) <= SHOWN_CLASSES
+    assert all(r.count("pool inventory") == SHOWN_LIMITS for r in named)
+    assert all(r.endswith(f"and {12 - SHOWN_LIMITS} more") for r in named)
+    # 120,000 requests, 12 replicas x 3,600 s hold 43,200: at least 8 classes fall short, the
+    # ones not named are counted, and every unmet request is accounted for.
+    assert len(named) == SHOWN_CLASSES
+    shown = sum(float(r.split(":")[1].split(" of ")[0]) for r in named)
+    hidden = reasons[-1]
+    assert hidden.startswith("and ")
+    assert " more classes short (" in hidden
+    assert shown + float(hidden.split("(")[1].split(" ")[0]) == pytest.approx(120_000 - 43_200)
