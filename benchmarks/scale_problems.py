@@ -22,7 +22,7 @@ GPUS_PER_POOL = 50
 POOLS_PER_RACK = 2
 RACK_CAP_SHARE = 0.7
 """Rack cap over the summed peak power of its devices."""
-LOAD_SHARE = 0.6
+LOAD_SHARE = 0.35
 """Demand over what the fleet could serve, each class on its fastest eligible deployment.
 At 0.6 the L and XL draws are infeasible under the rack caps: not yet calibrated there."""
 SLO_MISS_SHARE = 0.37

@@ -79,6 +79,7 @@ def plan(
     fmt: Annotated[Format, typer.Option("--format", help="What to print on stdout.")] = Format.table,  # noqa: E501
     solver: Annotated[SolverName, typer.Option(help="MILP backend.")] = SolverName.highs,
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds; the best plan found is kept with its gap.")] = 30.0,  # noqa: E501
+    gap: Annotated[float, typer.Option(help="Stop once the plan is proven within this relative gap of the optimum (0.005 = 0.5 %); the gap reached is reported.")] = 0.005,  # noqa: E501
     baselines: Annotated[bool, typer.Option(help="Compare with the rules operators use today.")] = True,  # noqa: E501
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
 ) -> None:
@@ -93,6 +94,9 @@ def plan(
             raise InputError("command line", "--time-limit",
                              f"got {time_limit:g}; give a finite number of seconds > 0, e.g. "
                              f"--time-limit 30")
+        if not (math.isfinite(gap) and 0 <= gap < 1):
+            raise InputError("command line", "--gap",
+                             f"got {gap:g}; give a relative gap in [0, 1), e.g. --gap 0.005")
         with err.status("loading fleet and workload") as status:
             fleet_spec = load_fleet(fleet)
             work = load_workload(workload)
@@ -105,7 +109,8 @@ def plan(
                     err.print(message, highlight=False)
 
             outcome = run_plan(fleet_spec, work, models=fitted, solver=solver.value,
-                               time_limit_s=time_limit, baselines=baselines, progress=progress)
+                               time_limit_s=time_limit, gap_rel=gap, baselines=baselines,
+                               progress=progress)
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources())
         if out is not None:

@@ -15,7 +15,7 @@ from scheduler.latency import price_latency
 from scheduler.plan import Plan, make_plan
 from solvers.baselines import BASELINES, run_baseline
 from solvers.errors import InfeasibleError
-from solvers.milp import solve_milp
+from solvers.milp import DEFAULT_GAP_REL, solve_milp
 from solvers.problem import Solution
 from workloads.spec import Workload
 
@@ -61,6 +61,7 @@ def run_plan(
     models: FittedModels | None = None,
     solver: str = "highs",
     time_limit_s: float = 30.0,
+    gap_rel: float = DEFAULT_GAP_REL,
     baselines: bool = True,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Outcome:
@@ -74,7 +75,8 @@ def run_plan(
     problem = built.problem
     progress(f"solving: {len(problem.classes)} demand classes x "
              f"{len(problem.deployments)} candidate deployments")
-    solutions = {"optimised": solve_milp(problem, solver=solver, time_limit_s=time_limit_s)}
+    solutions = {"optimised": solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
+                                         gap_rel=gap_rel)}
     others: dict[str, Plan | str] = {}
     if baselines:
         for number, name in enumerate(BASELINES, start=1):

@@ -1,21 +1,46 @@
-"""The core MILP of DESIGN.md: energy-optimal replicas and routing, solved with PuLP.
+"""The core MILP of DESIGN.md: energy-optimal replicas and routing.
 
 min   Σ e[c,d]·x[c,d] + Σ n[d]·P_idle[d]·H
 s.t.  demand, replica capacity, pool inventory, rack power caps, mean quality
       (see ``solvers.formulation`` for one builder per family); x only on eligible pairs.
+
+HiGHS gets the model as one sparse matrix (``solvers.sparse``) and solves it in three steps
+that keep a proven bound: deployments dominated for every class are dropped (see
+``dominated_deployments``); the LP relaxation gives the bound; the MILP restricted to the
+deployments the LP uses gives a plan, and only when that plan is not within the gap of the
+bound does the whole MILP run, starting from it. CBC gets the PuLP model.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from solvers import formulation
+from solvers import formulation, sparse
+from solvers.baselines import BASELINES, run_baseline
 from solvers.diagnose import explain_infeasibility
 from solvers.errors import InfeasibleError, NoSolutionError, SolverError
 from solvers.problem import Problem, Solution
 
 ROUTING_ZERO_REL = 1e-9
 """Routed amounts below this fraction of their class's count are solver noise and become 0."""
+DEFAULT_GAP_REL = 5e-3
+"""Stop once the plan is proven within 0.5 % of the optimum: beyond that the solver spends
+minutes proving what the energy numbers' own error cannot tell apart."""
+GAP_SLACK = 1e-7
+"""Relative slack on the gap test for the plan's cleaning (routing below ROUTING_ZERO_REL)
+and HiGHS's feasibility tolerances."""
+LP_GAP_SHARE = 0.25
+"""Share of the gap asked for that the LP bound may leave (its column generation stops
+there); the rest is for the MILP's integer replicas."""
+START_BASELINES = ("consolidation", "wilkins_threshold", "performance_first")
+"""Baselines tried, in order, for a first plan: the first that can serve the demand seeds
+the LP's columns, starts the MILP, and is returned if the time runs out before anything
+better (status ``feasible``, with the LP bound when there is one)."""
+DOMINANCE_CELLS = 50_000_000
+"""Pairwise dominance checks (deployments in a pool squared x classes) above which a pool is
+not pruned: the check would cost more than it saves."""
 
 
 def solve_milp(
@@ -23,7 +48,7 @@ def solve_milp(
     *,
     solver: str = "highs",
     time_limit_s: float = 30.0,
-    gap_rel: float = 1e-4,
+    gap_rel: float = DEFAULT_GAP_REL,
     threads: int = 1,
     fixed_replicas: np.ndarray | None = None,
 ) -> Solution:
@@ -47,6 +72,9 @@ def solve_milp(
         NoSolutionError: the solver stopped before it found any plan.
         UnknownNameError: ``solver`` is neither ``highs`` nor ``cbc``.
     """
+    if formulation.resolve_solver(solver) == "highs":
+        return _solve_sparse(problem, time_limit_s=time_limit_s, gap_rel=gap_rel,
+                             threads=threads, fixed_replicas=fixed_replicas)
     model = formulation.build_variables(problem, "wattsched_milp")
     if fixed_replicas is not None:
         for dep, count in zip(problem.deployments, fixed_replicas, strict=True):
@@ -108,3 +136,140 @@ def _relative_gap(objective_j: float, bound_j: float | None) -> float | None:
     if slack_j == 0.0:
         return 0.0
     return slack_j / abs(objective_j) if objective_j != 0 else float("inf")
+
+
+def dominated_deployments(problem: Problem) -> np.ndarray:
+    """(D,) True where another deployment of the same pool is at least as good in every way.
+
+    ``a`` dominates ``d`` when, with ``tp``, idle and peak power no higher and quality no
+    lower, ``a`` may serve every class ``d`` may, each with no more energy and no more replica
+    time (ties go to the lower index). Swapping each replica of ``d`` for one of ``a`` then
+    keeps every constraint (pool devices, rack power, capacity, mean quality) and costs no
+    more energy, so some optimal plan uses no dominated deployment and dropping them keeps
+    the optimum and every bound.
+    """
+    deps = problem.deployments
+    dominated = np.zeros(len(deps), dtype=bool)
+    if not deps:
+        return dominated
+    eligible = problem.eligible()
+    fits = formulation.replica_upper_bounds(problem) > 0
+    pool_of = np.array([d.pool for d in deps], dtype=object)
+    scalars = np.array([[d.tp, d.idle_power_w, d.peak_power_w, -d.quality] for d in deps])
+    energy = np.where(eligible, problem.energy_j, np.inf)
+    occupancy = np.where(eligible, problem.occupancy_s, np.inf)
+    for pool in problem.pools:
+        members = np.flatnonzero((pool_of == pool.id) & fits)
+        if len(members) < 2 or len(members) ** 2 * len(problem.classes) > DOMINANCE_CELLS:
+            continue
+        for d in members:
+            others = members[members != d]
+            no_worse = (
+                np.all(scalars[others] <= scalars[d], axis=1)
+                & np.all(energy[:, others] <= energy[:, [d]], axis=0)
+                & np.all(occupancy[:, others] <= occupancy[:, [d]], axis=0)
+            )
+            strictly = (
+                np.any(scalars[others] < scalars[d], axis=1)
+                | np.any(energy[:, others] < energy[:, [d]], axis=0)
+                | np.any(occupancy[:, others] < occupancy[:, [d]], axis=0)
+            )
+            dominated[d] = bool(np.any(no_worse & (strictly | (others < d))))
+    return dominated
+
+
+def _solve_sparse(problem: Problem, *, time_limit_s: float, gap_rel: float, threads: int,
+                  fixed_replicas: np.ndarray | None) -> Solution:
+    started = time.perf_counter()
+
+    def left_s() -> float:
+        return max(time_limit_s - (time.perf_counter() - started), 0.0)
+
+    options = {"gap_rel": gap_rel, "threads": threads}
+    if fixed_replicas is not None:
+        model = sparse.build(problem, fixed_replicas=fixed_replicas)
+        best = sparse.run(model, integer=True, time_limit_s=left_s(), **options)
+        return _finish(problem, model, best, best.bound_j, gap_rel, time_limit_s, started)
+    kept = ~dominated_deployments(problem)
+    seed = _baseline_start(problem)
+    relaxed = sparse.solve_relaxation(
+        problem, kept, time_limit_s=left_s(), threads=threads,
+        start_pairs=None if seed is None else seed.routing > 0,
+        stop_gap_rel=gap_rel * LP_GAP_SHARE)
+    if relaxed.status == "infeasible":
+        raise InfeasibleError(explain_infeasibility(problem))
+    bound_j = relaxed.bound_j
+    best = model = None
+    if relaxed.replicas is not None:
+        used = kept & (relaxed.replicas > 0)
+        restricted = sparse.build(problem, used)
+        tried = sparse.run(restricted, integer=True, time_limit_s=left_s(), **options)
+        if tried.values is not None:
+            best, model = tried, restricted
+    if (best is None or _relative_gap(best.objective_j, bound_j) > gap_rel) and left_s() > 0:
+        full = sparse.build(problem, kept if seed is None else kept | (seed.replicas > 0))
+        if best is not None:
+            start = _values_in(full, *sparse.plan_arrays(problem, model, best.values))
+        elif seed is not None:
+            start = _values_in(full, seed.replicas, seed.routing)
+        else:
+            start = None
+        whole = sparse.run(full, integer=True, time_limit_s=left_s(), start_values=start,
+                           **options)
+        if whole.status == "infeasible":
+            raise InfeasibleError(explain_infeasibility(problem))
+        if whole.values is not None and (best is None
+                                         or whole.objective_j <= best.objective_j):
+            best, model = whole, full
+        if whole.bound_j is not None:
+            bound_j = max(bound_j or -np.inf, whole.bound_j)
+    if best is None and seed is not None:
+        return _seed_plan(seed, bound_j, gap_rel, started)
+    return _finish(problem, model, best, bound_j, gap_rel, time_limit_s, started)
+
+
+def _values_in(model: sparse.SparseModel, replicas: np.ndarray,
+               routing: np.ndarray) -> np.ndarray:
+    """A plan as column values of ``model``."""
+    return np.concatenate([replicas, routing[model.pair_class, model.pair_deployment]])
+
+
+def _finish(problem: Problem, model: sparse.SparseModel, best: sparse.HighsResult | None,
+            bound_j: float | None, gap_rel: float, time_limit_s: float,
+            started: float) -> Solution:
+    if best is None or best.values is None:
+        if best is not None and best.status == "infeasible":
+            raise InfeasibleError(explain_infeasibility(problem))
+        raise NoSolutionError("milp:highs", f"no plan within the {time_limit_s} s time limit")
+    replicas, routing = sparse.plan_arrays(problem, model, best.values)
+    routing[routing <= ROUTING_ZERO_REL * problem.demand[:, None]] = 0.0
+    active_j, idle_j = problem.plan_energy_j(replicas, routing)
+    objective_j = active_j + idle_j
+    gap = _relative_gap(objective_j, bound_j)
+    # Proven within the gap asked for; the slack absorbs the plan's cleaning and rounding.
+    status = "optimal" if gap is not None and gap <= gap_rel + GAP_SLACK else "feasible"
+    return Solution(replicas=replicas, routing=routing, solver="milp:highs", status=status,
+                    objective_j=objective_j, bound_j=bound_j, gap=gap,
+                    solve_time_s=time.perf_counter() - started)
+
+
+def _baseline_start(problem: Problem) -> Solution | None:
+    """The plan of the first START_BASELINES baseline that serves the demand, if any."""
+    for name in START_BASELINES:
+        if name not in BASELINES:
+            continue
+        try:
+            return run_baseline(name, problem)
+        except InfeasibleError:
+            continue
+    return None
+
+
+def _seed_plan(seed: Solution, bound_j: float | None, gap_rel: float,
+               started: float) -> Solution:
+    """The baseline plan, when the time ran out before the MILP found a better one."""
+    gap = _relative_gap(seed.objective_j, bound_j)
+    status = "optimal" if gap is not None and gap <= gap_rel + GAP_SLACK else "feasible"
+    return Solution(replicas=seed.replicas, routing=seed.routing, solver="milp:highs",
+                    status=status, objective_j=seed.objective_j, bound_j=bound_j, gap=gap,
+                    solve_time_s=time.perf_counter() - started)

@@ -10,19 +10,18 @@ With the replicas ``n`` fixed, the core MILP of DESIGN.md loses its integers::
 
 Capacity weighs each class by its own occupancy on each deployment, so this is a generalized
 transportation problem, not a pure min-cost flow: a flow on it would be exact only where
-``s[c,d]`` factors into a class size times a deployment speed. The matrix goes to highspy
-column-wise in one piece, so no Python object per term is made; inventory, memory and rack
-power involve only ``n`` and are checked on the given replicas before the LP is built.
+``s[c,d]`` factors into a class size times a deployment speed. It is the sparse model of
+``solvers.sparse`` with every ``n`` pinned (HiGHS's presolve removes them); inventory, memory
+and rack power involve only ``n`` and are checked on the given replicas first, so that each
+breach is named.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from solvers import sparse
 from solvers.errors import InfeasibleError, SolverError
-from solvers.formulation import native_stdout_silenced
 from solvers.problem import Problem, Solution
 
 SOLVER_NAME = "lp:highs"
@@ -68,7 +67,6 @@ def solve_routing(problem: Problem, replicas: np.ndarray, *,
             (with the classes and deployments involved).
         SolverError: HiGHS stopped without an optimal solution for another reason.
     """
-    import highspy
 
     replicas = np.asarray(replicas)
     if replicas.shape != (len(problem.deployments),):
@@ -79,70 +77,22 @@ def solve_routing(problem: Problem, replicas: np.ndarray, *,
         raise InfeasibleError(broken)
     replicas = replicas.astype(np.int64)
     eligible = problem.eligible() & (replicas > 0)[None, :]
-    classes, deployments = np.nonzero(eligible)  # row-major: columns grouped by class
-    demand = problem.demand
-    unroutable = [problem.classes[i].id for i in range(len(problem.classes))
-                  if demand[i] > 0 and not eligible[i].any()]
+    unroutable = [demand.id for i, demand in enumerate(problem.classes)
+                  if demand.count > 0 and not eligible[i].any()]
     if unroutable:
         raise InfeasibleError([f"class {c}: no replica it may use (SLO, quality or context) "
                                f"among the replicas given" for c in unroutable])
-
-    n_classes, n_deps = len(problem.classes), len(problem.deployments)
-    columns = len(classes)
-    # Rows: demand per class, capacity per deployment, then the mean-quality row if set.
-    quality = np.array([dep.quality for dep in problem.deployments])
-    occupancy = problem.occupancy_s[classes, deployments]
-    rows_per_column = [classes, n_classes + deployments]
-    values_per_column = [np.ones(columns), occupancy]
-    row_lower = [demand, np.full(n_deps, -np.inf)]
-    row_upper = [demand, problem.horizon_s * problem.max_utilization * replicas]
-    if problem.min_mean_quality is not None:
-        rows_per_column.append(np.full(columns, n_classes + n_deps))
-        values_per_column.append(quality[deployments])
-        row_lower.append([problem.min_mean_quality * float(demand.sum())])
-        row_upper.append([np.inf])
-    index = np.stack(rows_per_column, axis=1)
-    value = np.stack(values_per_column, axis=1)
-    # Zero occupancy needs no capacity entry (the link row of the MILP holds: n > 0 here).
-    keep = value != 0
-    per_column = keep.sum(axis=1)
-
-    lp = highspy.HighsLp()
-    lp.num_col_ = columns
-    lp.num_row_ = len(np.concatenate(row_lower))
-    lp.col_cost_ = problem.energy_j[classes, deployments].astype(float)
-    lp.col_lower_ = np.zeros(columns)
-    lp.col_upper_ = np.full(columns, np.inf)
-    lp.row_lower_ = np.concatenate(row_lower).astype(float)
-    lp.row_upper_ = np.concatenate(row_upper).astype(float)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = np.concatenate([[0], np.cumsum(per_column)]).astype(np.int32)
-    lp.a_matrix_.index_ = index[keep].astype(np.int32)
-    lp.a_matrix_.value_ = value[keep].astype(float)
-
-    started = time.perf_counter()
-    with native_stdout_silenced():
-        highs = highspy.Highs()
-        highs.setOptionValue("output_flag", False)
-        highs.setOptionValue("time_limit", float(time_limit_s))
-        highs.setOptionValue("threads", 1)
-        highs.passModel(lp)
-        highs.run()
-    elapsed_s = time.perf_counter() - started
-    status = highs.getModelStatus()
-    if status in (highspy.HighsModelStatus.kInfeasible,
-                  highspy.HighsModelStatus.kUnboundedOrInfeasible):
+    model = sparse.build(problem, fixed_replicas=replicas)
+    result = sparse.run(model, integer=False, time_limit_s=time_limit_s, gap_rel=0.0)
+    if result.status == "infeasible":
         raise InfeasibleError(_capacity_shortfall(problem, replicas, eligible))
-    if status != highspy.HighsModelStatus.kOptimal:
-        raise SolverError(f"{SOLVER_NAME} stopped without a routing: "
-                          f"{highs.modelStatusToString(status)}")
-
-    routing = np.zeros((n_classes, n_deps))
-    routing[classes, deployments] = np.maximum(np.asarray(highs.getSolution().col_value), 0.0)
+    if result.status != "optimal":
+        raise SolverError(f"{SOLVER_NAME} stopped without a routing within {time_limit_s} s")
+    _, routing = sparse.plan_arrays(problem, model, np.maximum(result.values, 0.0))
     active_j, idle_j = problem.plan_energy_j(replicas, routing)
     return Solution(replicas=replicas, routing=routing, solver=SOLVER_NAME, status="optimal",
                     objective_j=active_j + idle_j, bound_j=active_j + idle_j, gap=0.0,
-                    solve_time_s=elapsed_s)
+                    solve_time_s=result.solve_time_s)
 
 
 def _capacity_shortfall(problem: Problem, replicas: np.ndarray,

@@ -145,4 +145,11 @@ def test_routing_speed_benchmark(capsys):
     assert _main("routing_speed.py")(["--sizes", "S", "--seeds", "0"]) == 0
     out = capsys.readouterr().out
     assert "pinned MILP s" in out
-    assert "speed-up" in out
+    assert "speed-up vs plan" in out
+
+
+def test_plan_scale_benchmark(capsys):
+    assert _main("plan_scale.py")(["--sizes", "S", "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "peak GB" in out
+    assert out.count(" optimal ") == 2  # S, seed 0: HiGHS and CBC, both proven

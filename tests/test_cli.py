@@ -5,6 +5,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scheduler.cli import app
+from solvers.milp import DEFAULT_GAP_REL
 
 runner = CliRunner()
 
@@ -23,7 +24,7 @@ def test_default_plan_beats_every_baseline(default_plan):
         assert key in doc
     assert doc["status"] == "optimal"
     assert doc["gap"] is not None
-    assert doc["gap"] <= 1e-3
+    assert doc["gap"] <= DEFAULT_GAP_REL
     assert 0.0 <= doc["slo_attainment"] <= 1.0
     assert doc["energy_j"] == pytest.approx(doc["active_energy_j"] + doc["idle_energy_j"],
                                             rel=1e-5)

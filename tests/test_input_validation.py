@@ -181,6 +181,12 @@ def test_time_limit_must_be_finite_and_positive(limit):
     one_line(result, "--time-limit")
 
 
+@pytest.mark.parametrize("gap", ["-0.1", "1", "nan"])
+def test_gap_must_be_a_fraction_below_one(gap):
+    result = runner.invoke(app, ["plan", "--gap", gap])
+    one_line(result, "--gap")
+
+
 def measurement_table(tmp_path, **changes):
     rows = pd.DataFrame([{"llm": "llama-3.1-8b", "device": "A100-40GB", "tp": 1, "batch": b,
                           "input_tokens": m, "output_tokens": 200, "energy_j": 50.0 + m / 10,

@@ -13,11 +13,12 @@ import pulp
 import pytest
 
 from energy_models.registry import UnknownNameError
-from solvers import formulation
+from solvers import formulation, milp
+from solvers.baselines import run_baseline
 from solvers.checker import assert_valid
 from solvers.diagnose import explain_infeasibility
 from solvers.errors import InfeasibleError, NoSolutionError
-from solvers.milp import solve_milp
+from solvers.milp import DEFAULT_GAP_REL, solve_milp
 from solvers.problem import DemandClass, Deployment, Pool, Problem, Rack
 
 
@@ -198,7 +199,7 @@ def test_cbc_agrees_with_highs_and_reports_a_bound():
     assert cbc.solver == "milp:cbc"
     assert cbc.objective_j == pytest.approx(highs.objective_j, rel=1e-9)
     assert cbc.bound_j <= cbc.objective_j
-    assert 0.0 <= cbc.gap <= 1e-4
+    assert 0.0 <= cbc.gap <= DEFAULT_GAP_REL
 
 
 def test_falls_back_to_cbc_when_highs_is_missing(monkeypatch):
@@ -218,15 +219,13 @@ def _stop_at_incumbent(callback_type, message, data_out, data_in, user_data):
         data_in.user_interrupt = True
 
 
-class InterruptingHiGHS(pulp.HiGHS):
+class InterruptingHighs(highspy.Highs):
     """HiGHS that stops at its first incumbent, as a time limit would, but deterministically."""
 
-    def __init__(self, **options):
-        super().__init__(
-            callbackTuple=(_stop_at_incumbent, None),
-            callbacksToActivate=[highspy.cb.HighsCallbackType.kCallbackMipInterrupt],
-            **options,
-        )
+    def run(self):
+        self.setCallback(_stop_at_incumbent, None)
+        self.startCallback(highspy.cb.HighsCallbackType.kCallbackMipInterrupt)
+        return super().run()
 
 
 def knapsack_like_problem(n_deps: int = 12, n_classes: int = 6) -> Problem:
@@ -249,7 +248,7 @@ def knapsack_like_problem(n_deps: int = 12, n_classes: int = 6) -> Problem:
 
 
 def test_a_plan_kept_before_proof_is_feasible_with_a_real_gap(monkeypatch):
-    monkeypatch.setattr(pulp, "HiGHS", InterruptingHiGHS)
+    monkeypatch.setattr(highspy, "Highs", InterruptingHighs)
     problem = knapsack_like_problem()
     solution = solve_milp(problem)
     assert solution.status == "feasible"
@@ -261,7 +260,18 @@ def test_a_plan_kept_before_proof_is_feasible_with_a_real_gap(monkeypatch):
     assert_valid(problem, solution, "milp")
 
 
-def test_time_limit_without_any_plan_raises_no_solution():
+def test_time_limit_before_any_solve_returns_the_baseline_start_with_its_gap():
+    problem = knapsack_like_problem()
+    solution = solve_milp(problem, time_limit_s=0.0)
+    assert solution.status == "feasible"
+    assert solution.solver == "milp:highs"
+    assert_valid(problem, solution, "milp")
+    baseline = run_baseline(milp.START_BASELINES[0], problem)
+    assert solution.objective_j == pytest.approx(baseline.objective_j)
+
+
+def test_time_limit_without_any_plan_raises_no_solution(monkeypatch):
+    monkeypatch.setattr(milp, "START_BASELINES", ())
     with pytest.raises(NoSolutionError, match="time limit"):
         solve_milp(knapsack_like_problem(), time_limit_s=0.0)
 
