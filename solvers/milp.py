@@ -34,6 +34,8 @@ and HiGHS's feasibility tolerances."""
 LP_GAP_SHARE = 0.25
 """Share of the gap asked for that the LP bound may leave (its column generation stops
 there); the rest is for the MILP's integer replicas."""
+LP_TIME_SHARE = 0.6
+"""Most of the time limit the LP bound may take, so that the MILP keeps time for a plan."""
 START_BASELINES = ("consolidation", "wilkins_threshold", "performance_first")
 """Baselines tried, in order, for a first plan: the first that can serve the demand seeds
 the LP's columns, starts the MILP, and is returned if the time runs out before anything
@@ -193,7 +195,7 @@ def _solve_sparse(problem: Problem, *, time_limit_s: float, gap_rel: float, thre
     kept = ~dominated_deployments(problem)
     seed = _baseline_start(problem)
     relaxed = sparse.solve_relaxation(
-        problem, kept, time_limit_s=left_s(), threads=threads,
+        problem, kept, time_limit_s=left_s() * LP_TIME_SHARE, threads=threads,
         start_pairs=None if seed is None else seed.routing > 0,
         stop_gap_rel=gap_rel * LP_GAP_SHARE)
     if relaxed.status == "infeasible":
@@ -202,8 +204,15 @@ def _solve_sparse(problem: Problem, *, time_limit_s: float, gap_rel: float, thre
     best = model = None
     if relaxed.replicas is not None:
         used = kept & (relaxed.replicas > 0)
+        seeded = seed is not None and relaxed.status != "optimal"
+        if seeded:
+            # The LP was cut short: the baseline's deployments join and the MILP starts from
+            # its plan, so that the time left improves a plan rather than looks for one.
+            used |= seed.replicas > 0
         restricted = sparse.build(problem, used)
-        tried = sparse.run(restricted, integer=True, time_limit_s=left_s(), **options)
+        start = _values_in(restricted, seed.replicas, seed.routing) if seeded else None
+        tried = sparse.run(restricted, integer=True, time_limit_s=left_s(),
+                           start_values=start, **options)
         if tried.values is not None:
             best, model = tried, restricted
     if (best is None or _relative_gap(best.objective_j, bound_j) > gap_rel) and left_s() > 0:

@@ -268,8 +268,9 @@ PRICING_TOL = 1e-9
 
 @dataclass(frozen=True)
 class Relaxation:
-    """The LP relaxation's outcome: status, replicas per deployment (fractional, when it was
-    solved) and a lower bound on the MILP (also from a round cut short by the time limit)."""
+    """The LP relaxation's outcome: status, replicas per deployment (fractional; from the last
+    round that served every request when the time ran out) and a lower bound on the MILP
+    (also from rounds cut short by the time limit)."""
 
     status: str
     replicas: np.ndarray | None
@@ -329,13 +330,19 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
     highs.setOptionValue("simplex_strategy", PRIMAL_SIMPLEX)
     n_slack_end = model.columns
     bound_kj = -np.inf
+    last_replicas = None
     while True:
-        highs.setOptionValue("time_limit", left_s())
+        # HiGHS's time limit counts its run time since it was made, over every round.
+        highs.setOptionValue("time_limit", highs.getRunTime() + left_s())
         result = _solve(highs, integer=False)
         if result.status != "optimal":
-            # Out of time: the Lagrangian bound of the last round still holds.
-            return Relaxation(result.status, None, (bound_kj * OBJECTIVE_SCALE_J
-                                                    if np.isfinite(bound_kj) else None))
+            # Out of time: the Lagrangian bound and the replicas of the last round still
+            # hold (a restricted LP's plan is a plan: its slack unused, it serves everyone).
+            return Relaxation(result.status, last_replicas, (
+                bound_kj * OBJECTIVE_SCALE_J if np.isfinite(bound_kj) else None))
+        slack = result.values[n_slack_end - n_classes:n_slack_end]
+        if not np.any(slack > UNMET_TOL * np.maximum(problem.demand, 1.0)):
+            last_replicas = result.values[:n_deps]
         dual = result.row_dual
         # A deployment with no replica has a degenerate capacity row: of its duals, take the
         # one that charges a request for the replica time it needs (its n column's reduced
@@ -349,7 +356,6 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
         entering = eligible & ~chosen & (reduced < -PRICING_TOL)
         if not entering.any():
             break
-        slack = result.values[n_slack_end - n_classes:n_slack_end]
         if model.links == 0 and stop_gap_rel > 0 and eligible.any(axis=1).all():
             cheapest = np.where(eligible, reduced + dual[:n_classes, None], np.inf).min(axis=1)
             bound_kj = max(bound_kj, float(
