@@ -82,9 +82,10 @@ def plan(
     gap: Annotated[float, typer.Option(help="Stop once the plan is proven within this relative gap of the optimum (0.005 = 0.5 %); the gap reached is reported.")] = 0.005,  # noqa: E501
     baselines: Annotated[bool, typer.Option(help="Compare with the rules operators use today.")] = True,  # noqa: E501
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
+    replicas: Annotated[Path | None, typer.Option(help="Replicas you run today (YAML); keeps them and optimises only the routing, exactly.")] = None,  # noqa: E501
 ) -> None:
     """Plan replicas and routing with the least energy, and compare with the baselines."""
-    from scheduler.inventory import load_fleet
+    from scheduler.inventory import load_fleet, load_replicas
     from scheduler.pipeline import run_plan
     from scheduler.report import plan_document, render_tables, to_json, to_yaml
     from workloads.spec import load_workload
@@ -101,6 +102,7 @@ def plan(
             fleet_spec = load_fleet(fleet)
             work = load_workload(workload)
             fitted = load_models(models)
+            current = None if replicas is None else load_replicas(replicas, fleet_spec)
 
             def progress(message: str) -> None:
                 # Piped or logged, stderr keeps only warnings and errors: one line on failure.
@@ -110,7 +112,7 @@ def plan(
 
             outcome = run_plan(fleet_spec, work, models=fitted, solver=solver.value,
                                time_limit_s=time_limit, gap_rel=gap, baselines=baselines,
-                               progress=progress)
+                               replicas=current, progress=progress)
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources())
         if out is not None:

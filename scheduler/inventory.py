@@ -235,3 +235,50 @@ def load_fleet(path: str | Path | None = None) -> Fleet:
         text = resources.files("scheduler").joinpath("data", where).read_text()
         return parse_fleet(_parse_yaml(text, _error(where)), where)
     return parse_fleet(load_yaml(path), str(path))
+
+
+class ReplicaSpec(StrictModel):
+    """Replicas an operator already runs: ``count`` of one LLM on ``tp`` devices of a pool,
+    with vLLM's ``max_num_seqs``."""
+
+    pool: Ident
+    llm: Annotated[str, AfterValidator(_catalog_name(get_llm))]
+    tp: Annotated[int, Field(ge=1, le=MAX_POOL_DEVICES)] = 1
+    max_num_seqs: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)]
+    count: Annotated[int, Field(ge=1, le=MAX_POOL_DEVICES)] = 1
+
+
+class CurrentReplicas(StrictModel):
+    """A replicas file for ``plan --replicas``::
+
+        replicas:
+          - {pool: h100, llm: llama-3.1-8b, tp: 1, max_num_seqs: 256, count: 2}
+    """
+
+    internal_fields: ClassVar[frozenset[str]] = frozenset({"where"})
+    replicas: Annotated[tuple[ReplicaSpec, ...], Field(min_length=1)]
+    where: str = ""
+
+
+def load_replicas(path: str | Path, fleet: Fleet) -> CurrentReplicas:
+    """The replicas file at ``path``, checked against ``fleet``: every pool is one of its
+    pools and every LLM one it may serve; a pool and setting listed twice is refused."""
+    current = validate(CurrentReplicas, load_yaml(path), _error(str(path)))
+    pools = {pool.id for pool in fleet.pools}
+    seen: set[tuple[str, str, int, int]] = set()
+    for i, replica in enumerate(current.replicas):
+        where = f"replicas[{i}]"
+        if replica.pool not in pools:
+            raise InputError(str(path), f"{where}.pool",
+                             f"unknown pool {replica.pool!r}; the fleet ({fleet.where}) has "
+                             f"{', '.join(sorted(pools))}")
+        if replica.llm not in fleet.llms:
+            raise InputError(str(path), f"{where}.llm",
+                             f"{replica.llm} is not among the fleet's llms ({fleet.where}); "
+                             f"add it there")
+        key = (replica.pool, replica.llm, replica.tp, replica.max_num_seqs)
+        if key in seen:
+            raise InputError(str(path), where, "the same pool, llm, tp and max_num_seqs are "
+                                               "listed twice; add the counts into one entry")
+        seen.add(key)
+    return current.model_copy(update={"where": str(path)})

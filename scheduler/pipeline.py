@@ -9,14 +9,16 @@ import numpy as np
 
 from energy_models.cost import CostChain, default_chain
 from energy_models.regression.fitting import FittedModels
-from scheduler.build import Built, build_problem
-from scheduler.inventory import Fleet
+from scheduler.build import Built, build_problem, solver_id
+from scheduler.errors import InputError
+from scheduler.inventory import CurrentReplicas, Fleet
 from scheduler.latency import price_latency
 from scheduler.plan import Plan, make_plan
 from solvers.baselines import BASELINES, run_baseline
 from solvers.errors import InfeasibleError
 from solvers.milp import DEFAULT_GAP_REL, solve_milp
 from solvers.problem import Solution
+from solvers.routing import solve_routing
 from workloads.spec import Workload
 
 
@@ -63,20 +65,34 @@ def run_plan(
     time_limit_s: float = 30.0,
     gap_rel: float = DEFAULT_GAP_REL,
     baselines: bool = True,
+    replicas: CurrentReplicas | None = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> Outcome:
     """Price, solve, check; raises InfeasibleError naming what cannot be served.
 
     ``models`` (fitted regressions) price the pairs they cover before the analytical model.
+    With ``replicas`` (the ones an operator runs today) only the routing is optimised, as an
+    exact LP on those replicas.
     """
     chain = chain or default_chain(fleet.defaults.engine, models)
+    if replicas is not None:
+        # The settings running today become candidates, whatever the default grid holds.
+        sizes = {r.max_num_seqs for r in replicas.replicas} | set(fleet.defaults.batch_sizes)
+        fleet = fleet.model_copy(update={"defaults": fleet.defaults.model_copy(
+            update={"batch_sizes": tuple(sorted(sizes))})})
     progress("pricing work on every candidate deployment")
     built = build_problem(fleet, workload, chain)
     problem = built.problem
-    progress(f"solving: {len(problem.classes)} demand classes x "
-             f"{len(problem.deployments)} candidate deployments")
-    solutions = {"optimised": solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
-                                         gap_rel=gap_rel)}
+    if replicas is None:
+        progress(f"solving: {len(problem.classes)} demand classes x "
+                 f"{len(problem.deployments)} candidate deployments")
+        optimised = solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
+                               gap_rel=gap_rel)
+    else:
+        progress(f"routing {len(problem.classes)} demand classes on the replicas given")
+        optimised = solve_routing(problem, replica_counts(built, replicas),
+                                  time_limit_s=time_limit_s)
+    solutions = {"optimised": optimised}
     others: dict[str, Plan | str] = {}
     if baselines:
         for number, name in enumerate(BASELINES, start=1):
@@ -94,6 +110,23 @@ def run_plan(
     plan = plans.pop("optimised")
     others = {name: plans.get(name) or others[name] for name in BASELINES if baselines}
     return Outcome(built, plan, others, chain.notes())
+
+
+def replica_counts(built: Built, replicas: CurrentReplicas) -> np.ndarray:
+    """(D,) replicas per deployment of ``built`` from a replicas file; a setting the fleet
+    cannot run (memory, or ``tp`` against the pool's devices per node) is an InputError."""
+    index = {d: k for k, d in enumerate(built.deployments["deployment"])}
+    counts = np.zeros(len(index), dtype=np.int64)
+    for i, replica in enumerate(replicas.replicas):
+        key = solver_id(f"{replica.pool}.{replica.llm}.tp{replica.tp}.b{replica.max_num_seqs}")
+        if key not in index:
+            raise InputError(replicas.where, f"replicas[{i}]",
+                             f"pool {replica.pool} cannot run {replica.llm} at tp "
+                             f"{replica.tp} with max_num_seqs {replica.max_num_seqs}: the "
+                             f"weights and one sequence do not fit, or tp does not divide the "
+                             f"pool's devices_per_node")
+        counts[index[key]] += replica.count
+    return counts
 
 
 def routed_deployments(built: Built, solutions: Iterable[Solution]) -> list[str]:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from energy_models.stacks import describe
 from scheduler.plan import Plan
+from solvers.routing import SOLVER_NAME as ROUTING_SOLVER
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -120,8 +121,10 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
     """The plan, the energy comparison and the cost sources, for a terminal."""
     sol = plan.solution
     gap = "n/a" if sol.gap is None else f"{sol.gap:.2%}"
+    what = ("Energy-optimal routing on the replicas given" if sol.solver == ROUTING_SOLVER
+            else "Energy-optimal plan")
     console.print(
-        f"[bold]Energy-optimal plan[/bold]: {plan.requests:,} requests over "
+        f"[bold]{what}[/bold]: {plan.requests:,} requests over "
         f"{plan.horizon_s / 3600:.2f} h, status {sol.status}, solver {sol.solver}, "
         f"solve {sol.solve_time_s:.2f} s, gap {gap}"
     )
