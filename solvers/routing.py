@@ -83,7 +83,9 @@ def solve_routing(problem: Problem, replicas: np.ndarray, *,
         raise InfeasibleError([f"class {c}: no replica it may use (SLO, quality or context) "
                                f"among the replicas given" for c in unroutable])
     model = sparse.build(problem, fixed_replicas=replicas)
-    result = sparse.run(model, integer=False, time_limit_s=time_limit_s, gap_rel=0.0)
+    # With every n pinned, HiGHS's MIP presolve shrinks the model further than its LP
+    # presolve and then solves the LP that is left (L: 1.8 s against 4.2-5.1 s as an LP).
+    result = sparse.run(model, integer=True, time_limit_s=time_limit_s, gap_rel=0.0)
     if result.status == "infeasible":
         raise InfeasibleError(_capacity_shortfall(problem, replicas, eligible))
     if result.status != "optimal":
