@@ -59,15 +59,19 @@ def solve_milp(
     ``solver`` is ``"highs"`` (falls back to CBC when HiGHS is not installed) or ``"cbc"``;
     ``Solution.solver`` records the one that ran as ``milp:highs`` or ``milp:cbc``.
     Status is ``optimal`` (proven within ``gap_rel``) or ``feasible`` (``time_limit_s`` hit with a
-    plan in hand). ``bound_j`` is the solver's MIP dual bound in joules and ``gap`` is
-    (objective_j − bound_j) / objective_j, so both are real numbers for either status.
-    ``objective_j`` is recomputed from the returned (rounded, cleaned) plan.
+    plan in hand, at worst the baseline start). ``bound_j`` is the best proven lower bound in
+    joules (HiGHS: the LP's, by column generation, or the MIP dual bound; CBC: its MIP bound)
+    and ``gap`` is (objective_j − bound_j) / objective_j; ``bound_j`` and ``gap`` are None
+    only when the time ran out before any bound. ``objective_j`` is recomputed from the
+    returned (rounded, cleaned) plan.
 
     ``fixed_replicas`` (D,) pins every deployment's replica count, leaving only the routing
-    to the solver (``solvers.routing`` solves that case as an LP, much faster).
+    to the solver (``solvers.routing`` is the entry point for that case: it checks the
+    replicas first and explains what they cannot carry).
 
-    Runs are deterministic: one thread by default, and PuLP hands variables to the solver
-    sorted by name, so the same problem gives the same arrays.
+    Runs are deterministic: one thread by default, HiGHS with a fixed seed on columns in
+    problem order, and PuLP hands variables to CBC sorted by name, so the same problem gives
+    the same arrays.
 
     Raises:
         InfeasibleError: no plan exists; ``reasons`` come from ``explain_infeasibility``.
