@@ -4,11 +4,12 @@ min   Σ e[c,d]·x[c,d] + Σ n[d]·P_idle[d]·H
 s.t.  demand, replica capacity, pool inventory, rack power caps, mean quality
       (see ``solvers.formulation`` for one builder per family); x only on eligible pairs.
 
-HiGHS gets the model as one sparse matrix (``solvers.sparse``) and solves it in three steps
-that keep a proven bound: deployments dominated for every class are dropped (see
-``dominated_deployments``); the LP relaxation gives the bound; the MILP restricted to the
-deployments the LP uses gives a plan, and only when that plan is not within the gap of the
-bound does the whole MILP run, starting from it. CBC gets the PuLP model.
+HiGHS gets the model as one sparse matrix (``solvers.sparse``) and solves it in steps that
+keep a proven bound: deployments dominated for every class are dropped (see
+``dominated_deployments``); a baseline plan is the first incumbent (``START_BASELINES``); the
+LP relaxation, by column generation, gives the bound; the MILP restricted to the deployments
+the LP uses gives a plan, and only when that plan is not within the gap of the bound does
+the whole MILP run, starting from it. CBC gets the PuLP model.
 """
 
 from __future__ import annotations
@@ -259,11 +260,15 @@ def _finish(problem: Problem, model: sparse.SparseModel, best: sparse.HighsResul
     active_j, idle_j = problem.plan_energy_j(replicas, routing)
     objective_j = active_j + idle_j
     gap = _relative_gap(objective_j, bound_j)
-    # Proven within the gap asked for; the slack absorbs the plan's cleaning and rounding.
-    status = "optimal" if gap is not None and gap <= gap_rel + GAP_SLACK else "feasible"
-    return Solution(replicas=replicas, routing=routing, solver="milp:highs", status=status,
-                    objective_j=objective_j, bound_j=bound_j, gap=gap,
-                    solve_time_s=time.perf_counter() - started)
+    return Solution(replicas=replicas, routing=routing, solver="milp:highs",
+                    status=_status(gap, gap_rel), objective_j=objective_j, bound_j=bound_j,
+                    gap=gap, solve_time_s=time.perf_counter() - started)
+
+
+def _status(gap: float | None, gap_rel: float) -> str:
+    """``optimal`` when proven within the gap asked for (the slack absorbs the plan's cleaning
+    and rounding), else ``feasible``."""
+    return "optimal" if gap is not None and gap <= gap_rel + GAP_SLACK else "feasible"
 
 
 def _baseline_start(problem: Problem) -> Solution | None:
@@ -282,7 +287,6 @@ def _seed_plan(seed: Solution, bound_j: float | None, gap_rel: float,
                started: float) -> Solution:
     """The baseline plan, when the time ran out before the MILP found a better one."""
     gap = _relative_gap(seed.objective_j, bound_j)
-    status = "optimal" if gap is not None and gap <= gap_rel + GAP_SLACK else "feasible"
     return Solution(replicas=seed.replicas, routing=seed.routing, solver="milp:highs",
-                    status=status, objective_j=seed.objective_j, bound_j=bound_j, gap=gap,
-                    solve_time_s=time.perf_counter() - started)
+                    status=_status(gap, gap_rel), objective_j=seed.objective_j,
+                    bound_j=bound_j, gap=gap, solve_time_s=time.perf_counter() - started)

@@ -54,7 +54,6 @@ class SparseModel:
         return len(self.cost)
 
 
-
 @dataclass(frozen=True)
 class HighsResult:
     status: str
@@ -330,6 +329,11 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
     def left_s() -> float:
         return max(time_limit_s - (time.perf_counter() - started), 0.0)
 
+    def serves_everyone(values: np.ndarray) -> bool:
+        """The slack columns carry no requests beyond solver noise."""
+        slack = values[n_slack_end - n_classes:n_slack_end]
+        return not np.any(slack > UNMET_TOL * np.maximum(problem.demand, 1.0))
+
     model = build(problem, kept, pairs=chosen, unmet_cost=unmet_price_kj(problem))
     if model.columns == 0:
         return _relaxation(problem, kept, left_s(), threads)
@@ -349,8 +353,7 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
             # hold (a restricted LP's plan is a plan: its slack unused, it serves everyone).
             return Relaxation(result.status, last_replicas, (
                 bound_kj * OBJECTIVE_SCALE_J if np.isfinite(bound_kj) else None))
-        slack = result.values[n_slack_end - n_classes:n_slack_end]
-        if not np.any(slack > UNMET_TOL * np.maximum(problem.demand, 1.0)):
+        if serves_everyone(result.values):
             last_replicas = result.values[:n_deps]
         dual = result.row_dual
         # A deployment with no replica has a degenerate capacity row: of its duals, take the
@@ -371,7 +374,7 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
                 model.bound_rhs @ dual + problem.demand @ cheapest
                 + n_upper @ np.minimum(result.col_dual[:n_deps], 0.0)))
             objective_kj = result.objective_j / OBJECTIVE_SCALE_J
-            if (not np.any(slack > UNMET_TOL * np.maximum(problem.demand, 1.0))
+            if (serves_everyone(result.values)
                     and objective_kj - bound_kj <= stop_gap_rel * abs(objective_kj)):
                 return Relaxation("optimal", result.values[:n_deps],
                                   bound_kj * OBJECTIVE_SCALE_J)
@@ -394,8 +397,7 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
                       np.arange(len(classes), dtype=np.int32) * per_column,
                       np.stack(entries, axis=1).ravel().astype(np.int32),
                       np.stack(values, axis=1).ravel())
-    slack = result.values[n_slack_end - n_classes:n_slack_end]
-    if np.any(slack > UNMET_TOL * np.maximum(problem.demand, 1.0)):
+    if not serves_everyone(result.values):
         return _relaxation(problem, kept, left_s(), threads)
     return Relaxation("optimal", result.values[:n_deps], result.objective_j)
 
