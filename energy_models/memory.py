@@ -178,3 +178,16 @@ def serving_settings(llm: LlmSpec, device: DeviceSpec, tp_degrees, max_num_seqs_
                 kept.append(memory)
                 most_resident = memory.resident_seqs
     return kept
+
+
+LOAD_STARTUP_S = 30.0
+"""Seconds a vLLM replica spends starting besides reading weights: engine and NCCL start,
+the memory profile and CUDA-graph capture (vLLM 0.10 logs about 20-60 s on H100; ours)."""
+LOAD_GB_PER_S = 2.0
+"""Weights each device reads per second from local NVMe or the page cache (safetensors);
+the devices of a tensor-parallel replica read their shards at once."""
+
+
+def model_load_s(weights_gb_per_device: float) -> float:
+    """Seconds from switching a replica on until it serves, at idle power meanwhile."""
+    return LOAD_STARTUP_S + weights_gb_per_device / LOAD_GB_PER_S

@@ -38,7 +38,8 @@ class Built:
     """One row per deployment: ``deployment``, pool, device, llm, tp, batch, source, ..."""
 
 
-def _candidates(fleet: Fleet, mean_context_tokens: float) -> pd.DataFrame:
+def _candidates(fleet: Fleet, llms: tuple[str, ...],
+                mean_context_tokens: float) -> pd.DataFrame:
     """Every (pool, llm, tp, max_num_seqs) that holds its weights and one sequence of the
     mean resident context, at the concurrency vLLM keeps resident (``batch``)."""
     rows = []
@@ -47,7 +48,7 @@ def _candidates(fleet: Fleet, mean_context_tokens: float) -> pd.DataFrame:
         degrees = [1] if device.kind == "cpu" else [
             t for t in TP_DEGREES if t <= pool.devices_per_node and pool.devices_per_node % t == 0
         ]
-        for name in fleet.llms:
+        for name in llms:
             llm = get_llm(name)
             for memory in serving_settings(llm, device, degrees, fleet.defaults.batch_sizes,
                                            mean_context_tokens):
@@ -57,7 +58,7 @@ def _candidates(fleet: Fleet, mean_context_tokens: float) -> pd.DataFrame:
                     "pool": pool.id, "device": device.name, "llm": name, "tp": memory.tp,
                     "batch": memory.resident_seqs, "max_num_seqs": memory.max_num_seqs,
                     "recompute_tokens": memory.recompute_tokens_per_seq,
-                    "memory_need_gb": memory.memory_need_gb,
+                    "memory_need_gb": memory.memory_need_gb, "weights_gb": memory.weights_gb,
                     "memory_gb": device.memory_gb, "quality": llm.quality,
                     "power_cap_w": pool.power_cap_w if pool.power_cap_w else math.nan,
                 })
@@ -118,15 +119,29 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
         workload.requests, workload.input_bins, workload.output_bins
     )
     _check_context(fleet, workload)
+    demand = [DemandClass(id=solver_id(row.class_id), count=float(row.count),
+                          **_requirements(fleet, workload, row.kind))
+              for row in classes.itertuples()]
+    problem, candidates = price_classes(
+        fleet, fleet.llms, classes, demand, chain, horizon_s=workload.horizon_s,
+        max_utilization=fleet.defaults.max_utilization, where=workload.where or workload.name)
+    return Built(problem, classes, request_class, candidates)
+
+
+def price_classes(fleet: Fleet, llms: tuple[str, ...], classes: pd.DataFrame,
+                  demand: list[DemandClass], chain: CostChain, *, horizon_s: float,
+                  max_utilization: float, where: str) -> tuple[Problem, pd.DataFrame]:
+    """The Problem of ``demand`` (rows of ``classes``: count, token means, p90s and
+    ``context_max``) on every candidate deployment of ``llms`` in the fleet's pools."""
     # A sequence holds its prompt and, on average over its life, half its output.
     mean_context = float(np.average(classes.input_tokens + classes.output_tokens / 2,
                                     weights=classes["count"]))
-    candidates = _candidates(fleet, mean_context)
+    candidates = _candidates(fleet, llms, mean_context)
     if candidates.empty:
         raise InputError(fleet.where or fleet.name, "pools",
-                         f"no allowed LLM holds its weights and one sequence of the workload's "
-                         f"mean resident context ({mean_context:,.0f} tokens) in the memory of "
-                         f"any pool; add larger devices or smaller LLMs")
+                         f"no allowed LLM holds its weights and one sequence of the mean "
+                         f"resident context of {where} ({mean_context:,.0f} tokens) in the "
+                         f"memory of any pool; add larger devices or smaller LLMs")
     n_classes, n_deps = len(classes), len(candidates)
     pairs = candidates.loc[candidates.index.repeat(n_classes)].reset_index(drop=True)
     pairs["class"] = np.tile(np.arange(n_classes), n_deps)
@@ -160,12 +175,8 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
     idle_share = matrix(mean.idle_power_w * mean.replica_s)
     energy = np.maximum(matrix(mean.energy_j) - idle_share, 0.0)
 
-    demand = []
-    for row in classes.itertuples():
-        demand.append(DemandClass(id=solver_id(row.class_id), count=float(row.count),
-                                  **_requirements(fleet, workload, row.kind)))
     problem = Problem(
-        horizon_s=workload.horizon_s,
+        horizon_s=horizon_s,
         racks=tuple(Rack(solver_id(r.id), r.power_cap_w) for r in fleet.racks),
         pools=tuple(Pool(solver_id(p.id), p.device, p.count, solver_id(p.rack),
                          p.price_per_hour) for p in fleet.pools),
@@ -185,6 +196,6 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
         itl_s=matrix(tail.itl_s),
         e2e_s=matrix(tail.runtime_s),
         servable=servable,
-        max_utilization=fleet.defaults.max_utilization,
+        max_utilization=max_utilization,
     )
-    return Built(problem, classes, request_class, candidates.reset_index(drop=True))
+    return problem, candidates.reset_index(drop=True)

@@ -117,7 +117,7 @@ def solve_milp(
         status=outcome.status,
         objective_j=objective_j,
         bound_j=bound_j,
-        gap=_relative_gap(objective_j, bound_j),
+        gap=relative_gap(objective_j, bound_j),
         solve_time_s=outcome.solve_time_s,
     )
 
@@ -135,7 +135,7 @@ def _plan_arrays(problem: Problem, model: formulation.Model) -> tuple[np.ndarray
     return replicas, routing
 
 
-def _relative_gap(objective_j: float, bound_j: float | None) -> float | None:
+def relative_gap(objective_j: float, bound_j: float | None) -> float | None:
     """(objective − bound) / |objective|, 0 when both are 0; None without a bound."""
     if bound_j is None:
         return None
@@ -145,8 +145,11 @@ def _relative_gap(objective_j: float, bound_j: float | None) -> float | None:
     return slack_j / abs(objective_j) if objective_j != 0 else float("inf")
 
 
-def dominated_deployments(problem: Problem) -> np.ndarray:
+def dominated_deployments(problem: Problem, costs: np.ndarray | None = None) -> np.ndarray:
     """(D,) True where another deployment of the same pool is at least as good in every way.
+
+    ``costs`` (D, k) adds per-deployment numbers that must be no higher too (e.g. the
+    seconds a batch schedule spends loading a replica).
 
     ``a`` dominates ``d`` when, with ``tp``, idle and peak power no higher and quality no
     lower, ``a`` may serve every class ``d`` may, each with no more energy and no more replica
@@ -163,6 +166,8 @@ def dominated_deployments(problem: Problem) -> np.ndarray:
     fits = formulation.replica_upper_bounds(problem) > 0
     pool_of = np.array([d.pool for d in deps], dtype=object)
     scalars = np.array([[d.tp, d.idle_power_w, d.peak_power_w, -d.quality] for d in deps])
+    if costs is not None:
+        scalars = np.hstack([scalars, np.asarray(costs, dtype=float).reshape(len(deps), -1)])
     energy = np.where(eligible, problem.energy_j, np.inf)
     occupancy = np.where(eligible, problem.occupancy_s, np.inf)
     for pool in problem.pools:
@@ -220,7 +225,7 @@ def _solve_sparse(problem: Problem, *, time_limit_s: float, gap_rel: float, thre
                            start_values=start, **options)
         if tried.values is not None:
             best, model = tried, restricted
-    if (best is None or _relative_gap(best.objective_j, bound_j) > gap_rel) and left_s() > 0:
+    if (best is None or relative_gap(best.objective_j, bound_j) > gap_rel) and left_s() > 0:
         full = sparse.build(problem, kept if seed is None else kept | (seed.replicas > 0))
         if best is not None:
             start = _values_in(full, *sparse.plan_arrays(problem, model, best.values))
@@ -259,13 +264,13 @@ def _finish(problem: Problem, model: sparse.SparseModel, best: sparse.HighsResul
     routing[routing <= ROUTING_ZERO_REL * problem.demand[:, None]] = 0.0
     active_j, idle_j = problem.plan_energy_j(replicas, routing)
     objective_j = active_j + idle_j
-    gap = _relative_gap(objective_j, bound_j)
+    gap = relative_gap(objective_j, bound_j)
     return Solution(replicas=replicas, routing=routing, solver="milp:highs",
-                    status=_status(gap, gap_rel), objective_j=objective_j, bound_j=bound_j,
+                    status=status_for_gap(gap, gap_rel), objective_j=objective_j, bound_j=bound_j,
                     gap=gap, solve_time_s=time.perf_counter() - started)
 
 
-def _status(gap: float | None, gap_rel: float) -> str:
+def status_for_gap(gap: float | None, gap_rel: float) -> str:
     """``optimal`` when proven within the gap asked for (the slack absorbs the plan's cleaning
     and rounding), else ``feasible``."""
     return "optimal" if gap is not None and gap <= gap_rel + GAP_SLACK else "feasible"
@@ -286,7 +291,7 @@ def _baseline_start(problem: Problem) -> Solution | None:
 def _seed_plan(seed: Solution, bound_j: float | None, gap_rel: float,
                started: float) -> Solution:
     """The baseline plan, when the time ran out before the MILP found a better one."""
-    gap = _relative_gap(seed.objective_j, bound_j)
+    gap = relative_gap(seed.objective_j, bound_j)
     return Solution(replicas=seed.replicas, routing=seed.routing, solver="milp:highs",
-                    status=_status(gap, gap_rel), objective_j=seed.objective_j,
+                    status=status_for_gap(gap, gap_rel), objective_j=seed.objective_j,
                     bound_j=bound_j, gap=gap, solve_time_s=time.perf_counter() - started)
