@@ -137,6 +137,7 @@ def _summary(built: BuiltBatch, schedule: Schedule) -> dict[str, Any]:
             rows = mine & (schedule.deployment == d)
             ran_on.append({"deployment": deps.deployment[d], "pool": deps.pool[d],
                            "llm": deps.llm[d], "tp": int(deps.tp[d]),
+                           "max_batch": int(deps.max_num_seqs[d]),
                            "requests": round(float(schedule.served[rows].sum()), 3),
                            "start_s": float(schedule.slot[rows].min() * problem.slot_s),
                            "end_s": float((schedule.slot[rows].max() + 1) * problem.slot_s)})

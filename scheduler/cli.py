@@ -133,6 +133,79 @@ def plan(
                 err.print(f"plan written to {out}", highlight=False)
 
 
+class BatchSolver(str, Enum):
+    milp = "milp"
+    cpsat = "cpsat"
+
+
+@app.command()
+def schedule(
+    jobs: Annotated[Path | None, typer.Argument(help="Jobs file (YAML or CSV; default: the bundled nightly example).", show_default=False)] = None,  # noqa: E501
+    fleet: Annotated[Path | None, typer.Option(help="Fleet inventory YAML (default: the bundled example fleet).")] = None,  # noqa: E501
+    solver: Annotated[BatchSolver, typer.Option(help="milp (HiGHS) or cpsat (OR-Tools CP-SAT, small problems).")] = BatchSolver.milp,  # noqa: E501
+    slot: Annotated[float, typer.Option(help="Slot length in seconds: replicas switch on and off at slot boundaries.")] = 300.0,  # noqa: E501
+    time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds; the best schedule found is kept with its gap.")] = 60.0,  # noqa: E501
+    gap: Annotated[float, typer.Option(help="Stop once the schedule is proven within this relative gap (0.02 = 2 %).")] = 0.02,  # noqa: E501
+    out: Annotated[Path | None, typer.Option(help="Also write the schedule here, atomically (JSON, or YAML for .yaml/.yml).")] = None,  # noqa: E501
+    fmt: Annotated[Format, typer.Option("--format", help="What to print on stdout.")] = Format.table,  # noqa: E501
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG: replicas on over time and each job's span against its deadline.")] = None,  # noqa: E501
+) -> None:
+    """Schedule offline batch jobs with deadlines for the least energy, against today's rules.
+
+    Decides which replicas are on in which slots (switching one on costs its model-load
+    time at idle power) and which share of each job runs where and when, under pool
+    inventory, memory and rack power caps at every slot."""
+    from scheduler.batch import run_schedule, schedule_document
+    from scheduler.inventory import load_fleet
+    from scheduler.report import render_schedule, to_json, to_yaml
+    from workloads.jobs import load_jobs
+
+    with user_errors(), warnings_to_stderr():
+        for name, value, low in (("--slot", slot, 0.0), ("--time-limit", time_limit, 0.0)):
+            if not (math.isfinite(value) and value > low):
+                raise InputError("command line", name,
+                                 f"got {value:g}; give a finite number of seconds > 0")
+        if not (math.isfinite(gap) and 0 <= gap < 1):
+            raise InputError("command line", "--gap",
+                             f"got {gap:g}; give a relative gap in [0, 1), e.g. --gap 0.02")
+        with err.status("loading fleet and jobs") as status:
+            fleet_spec = load_fleet(fleet)
+            job_spec = load_jobs(jobs)
+            outcome = run_schedule(fleet_spec, job_spec, solver=solver.value, slot_s=slot,
+                                   time_limit_s=time_limit, gap_rel=gap,
+                                   progress=status.update)
+        doc = schedule_document(outcome, fleet=fleet_spec.name)
+        if out is not None:
+            saved = schedule_document(outcome, fleet=fleet_spec.name, timing=False)
+            text = to_yaml(saved) if out.suffix in {".yaml", ".yml"} else to_json(saved)
+            try:
+                write_atomic(out, text)
+            except OSError as exc:
+                raise InputError(str(out), "--out", f"cannot write: {exc.strerror}") from None
+        if plot is not None:
+            import io
+
+            from scheduler.schedule_plot import gantt
+
+            figure = gantt(outcome.built, outcome.schedule,
+                           f"{job_spec.name} on {fleet_spec.name}: least-energy schedule")
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=110)
+            try:
+                write_atomic(plot, buffer.getvalue())
+            except OSError as exc:
+                raise InputError(str(plot), "--plot", f"cannot write: {exc.strerror}") from None
+        if fmt is Format.json:
+            sys.stdout.write(to_json(doc))
+        elif fmt is Format.yaml:
+            sys.stdout.write(to_yaml(doc))
+        else:
+            render_schedule(wide_console(), doc)
+        for path, what in ((out, "schedule"), (plot, "plot")):
+            if path is not None:
+                err.print(f"{what} written to {path}", highlight=False)
+
+
 class FitFormat(str, Enum):
     table = "table"
     json = "json"

@@ -282,3 +282,55 @@ def render_measurements(console: Console, table: pd.DataFrame, out: Path, *, res
                       f"window(s) ≥ 10 s: median {spread.median():.2%}, max {spread.max():.2%}",
                       highlight=False)
     console.print(f"fit it with: wattsched fit {out}", highlight=False)
+
+
+def render_schedule(console: Console, doc: dict) -> None:
+    """``wattsched schedule``'s document for a terminal: the schedule, the jobs, the rules."""
+    gap = "n/a" if doc["gap"] is None else f"{doc['gap']:.2%}"
+    console.print(
+        f"[bold]Least-energy batch schedule[/bold]: {len(doc['jobs'])} jobs, "
+        f"{doc['slots']} slots of {doc['slot_s']:g} s, status {doc['status']}, solver "
+        f"{doc['solver']}, solve {doc['solve_time_s']:.2f} s, gap {gap}, deadlines "
+        f"{'all met' if doc['deadlines_met'] else 'MISSED'}")
+    jobs = Table(title="Jobs")
+    for col in ("job", "requests", "release", "deadline", "finish", "met", "ran on"):
+        jobs.add_column(col, justify="left" if col in {"job", "ran on"} else "right")
+    for job in doc["jobs"]:
+        where = ", ".join(f"{r['pool']}/{r['llm']}/tp{r['tp']}/b{r['max_batch']} "
+                          f"({r['requests']:,.0f})"
+                          for r in job["ran_on"])
+        jobs.add_row(job["id"], f"{job['requests']:,}", _hours(job["release_s"]),
+                     _hours(job["deadline_s"]), _hours(job["finish_s"]),
+                     "yes" if job["deadline_met"] else "NO", where)
+    console.print(jobs)
+    compare = Table(title="Energy against today's batch rules (same jobs, same checker)")
+    for col in ("schedule", "energy", "active", "idle", "switching", "peak replicas",
+                "deadlines", "saving"):
+        compare.add_column(col, justify="left" if col == "schedule" else "right")
+    shown = [doc, *(b for b in doc["baselines"].values() if b["feasible"])]
+    decimals = kwh_decimals([s["energy_j"] for s in shown])
+
+    def kwh(joules: float) -> str:
+        return f"{joules / 3.6e6:,.{decimals}f} kWh"
+
+    def row(name: str, s: dict, saving: str) -> None:
+        compare.add_row(name, kwh(s["energy_j"]), kwh(s["active_energy_j"]),
+                        kwh(s["idle_energy_j"]), kwh(s["switch_energy_j"]),
+                        str(s["peak_replicas"]), "met" if s["deadlines_met"] else "MISSED",
+                        saving)
+
+    row("optimised", doc, "")
+    for name, result in doc["baselines"].items():
+        if result["feasible"]:
+            row(name, result, f"{doc['saving_pct'][name]:.1f} %")
+        else:
+            compare.add_row(name, "[dim]cannot meet the deadlines[/dim]", "", "", "", "", "",
+                            "")
+    console.print(compare)
+    for name, result in doc["baselines"].items():
+        if not result["feasible"]:
+            console.print(f"[dim]{name}: {result['reason']}[/dim]", highlight=False)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h"

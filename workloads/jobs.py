@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import math
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,6 +38,7 @@ from energy_models.inputs import (
     StrictModel,
     load_yaml,
     message_error,
+    parse_yaml,
     read_bytes,
     validate,
 )
@@ -203,8 +205,13 @@ def _csv_rows(path: Path) -> dict[str, Any]:
     return {"jobs": jobs}
 
 
-def load_jobs(path: str | Path) -> Jobs:
-    """The jobs in a YAML or CSV file (by its suffix: ``.csv`` is CSV, anything else YAML)."""
+def load_jobs(path: str | Path | None = None) -> Jobs:
+    """The jobs in a YAML or CSV file (by its suffix: ``.csv`` is CSV, anything else YAML),
+    or the bundled example (a night of evaluation, synthesis and summarisation jobs)."""
+    if path is None:
+        where = "nightly_jobs.yaml"
+        text = resources.files("workloads").joinpath("data", where).read_text()
+        return parse_jobs(parse_yaml(text, message_error(WorkloadError, where)), where)
     path = Path(path)
     if path.suffix.lower() == ".csv":
         raw = _csv_rows(path)

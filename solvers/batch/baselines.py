@@ -130,7 +130,7 @@ class _Timeline:
         unserved = [j for j in range(len(self.left)) if not self.done(j)]
         if unserved:
             raise InfeasibleError([
-                f"{name}: job {problem.base.classes[j].id} has {self.left[j]:.0f} of "
+                f"job {problem.base.classes[j].id} has {self.left[j]:.0f} of "
                 f"{problem.base.classes[j].count:.0f} requests left at its deadline under this "
                 f"rule" for j in unserved[:5]])
         keys = sorted(self.served)
