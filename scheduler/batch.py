@@ -23,7 +23,6 @@ from solvers.errors import InfeasibleError
 from solvers.problem import DemandClass
 from workloads.jobs import Jobs
 
-BATCH_SOLVERS = ("milp", "cpsat")
 DEFAULT_SLOT_S = 300.0
 DEFAULT_GAP_REL = 0.02
 
@@ -87,11 +86,13 @@ class BatchOutcome:
     """Each baseline's checked schedule, or why its rule misses a deadline."""
 
 
-def run_schedule(fleet: Fleet, jobs: Jobs, *, solver: str = "milp",
-                 slot_s: float = DEFAULT_SLOT_S, time_limit_s: float = 60.0,
-                 gap_rel: float = DEFAULT_GAP_REL, chain: CostChain | None = None,
+def run_schedule(fleet: Fleet, jobs: Jobs, *, solver: str = "milp", slot_s: float = DEFAULT_SLOT_S,
+                 time_limit_s: float = 60.0, gap_rel: float = DEFAULT_GAP_REL,
+                 chain: CostChain | None = None,
                  progress: Callable[[str], None] = lambda message: None) -> BatchOutcome:
-    """Price, run the baselines, solve (seeded with the best baseline), check everything."""
+    """Price, run the baselines, solve (seeded with the best baseline), check everything.
+
+    ``solver`` is ``milp`` (HiGHS) or ``cpsat`` (OR-Tools CP-SAT)."""
     from solvers.batch.milp import solve_batch_milp
 
     chain = chain or default_chain(fleet.defaults.engine, None)
@@ -111,14 +112,16 @@ def run_schedule(fleet: Fleet, jobs: Jobs, *, solver: str = "milp",
     start = min(done, key=lambda s: s.objective_j) if done else None
     progress(f"solving ({solver}): {len(problem.base.classes)} jobs x "
              f"{len(problem.base.deployments)} deployments x {problem.n_slots} slots")
+    solve = solve_batch_milp
     if solver == "cpsat":
-        from solvers.batch.cpsat import solve_batch_cpsat
-
-        schedule = solve_batch_cpsat(problem, time_limit_s=time_limit_s, gap_rel=gap_rel,
-                                     start=start)
-    else:
-        schedule = solve_batch_milp(problem, time_limit_s=time_limit_s, gap_rel=gap_rel,
-                                    start=start)
+        from solvers.batch.cpsat import solve_batch_cpsat as solve
+    try:
+        schedule = solve(problem, time_limit_s=time_limit_s, gap_rel=gap_rel, start=start)
+    except InfeasibleError as exc:
+        # What each rule could not finish names the jobs at fault.
+        found = [f"{name}: {reason}" for name, reason in baselines.items()
+                 if isinstance(reason, str)]
+        raise InfeasibleError([*found, *exc.reasons]) from None
     progress("checking the schedule")
     assert_valid_schedule(problem, schedule, schedule.solver)
     return BatchOutcome(built, schedule, baselines)

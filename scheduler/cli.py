@@ -29,7 +29,7 @@ from scheduler.console import (
     wide_console,
 )
 from scheduler.errors import InputError
-from solvers import MILP_SOLVERS
+from solvers import PLAN_SOLVERS
 
 if TYPE_CHECKING:
     from energy_models.regression.fitting import FittedModels
@@ -41,7 +41,7 @@ app = typer.Typer(
 )
 
 
-SolverName = Enum("SolverName", {name: name for name in MILP_SOLVERS}, type=str)
+SolverName = Enum("SolverName", {name: name for name in PLAN_SOLVERS}, type=str)
 
 
 def _version(show: bool) -> None:
@@ -77,7 +77,7 @@ def plan(
     workload: Annotated[Path | None, typer.Option(help="Workload YAML (default: bundled seeded chat and code traffic).")] = None,  # noqa: E501
     out: Annotated[Path | None, typer.Option(help="Also write the plan here, atomically (JSON, or YAML for .yaml/.yml).")] = None,  # noqa: E501
     fmt: Annotated[Format, typer.Option("--format", help="What to print on stdout.")] = Format.table,  # noqa: E501
-    solver: Annotated[SolverName, typer.Option(help="MILP backend.")] = SolverName.highs,
+    solver: Annotated[SolverName, typer.Option(help="Backend: HiGHS or CBC (MILP), or CP-SAT (integer scaling, see solvers/cpsat.py).")] = SolverName.highs,  # noqa: E501
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds; the best plan found is kept with its gap.")] = 30.0,  # noqa: E501
     gap: Annotated[float, typer.Option(help="Stop once the plan is proven within this relative gap of the optimum (0.005 = 0.5 %); the gap reached is reported.")] = 0.005,  # noqa: E501
     baselines: Annotated[bool, typer.Option(help="Compare with the rules operators use today.")] = True,  # noqa: E501
@@ -142,7 +142,7 @@ class BatchSolver(str, Enum):
 def schedule(
     jobs: Annotated[Path | None, typer.Argument(help="Jobs file (YAML or CSV; default: the bundled nightly example).", show_default=False)] = None,  # noqa: E501
     fleet: Annotated[Path | None, typer.Option(help="Fleet inventory YAML (default: the bundled example fleet).")] = None,  # noqa: E501
-    solver: Annotated[BatchSolver, typer.Option(help="milp (HiGHS) or cpsat (OR-Tools CP-SAT, small problems).")] = BatchSolver.milp,  # noqa: E501
+    solver: Annotated[BatchSolver, typer.Option(help="milp (HiGHS, time-indexed) or cpsat (OR-Tools CP-SAT with interval variables; small problems).")] = BatchSolver.milp,  # noqa: E501
     slot: Annotated[float, typer.Option(help="Slot length in seconds: replicas switch on and off at slot boundaries.")] = 300.0,  # noqa: E501
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds; the best schedule found is kept with its gap.")] = 60.0,  # noqa: E501
     gap: Annotated[float, typer.Option(help="Stop once the schedule is proven within this relative gap (0.02 = 2 %).")] = 0.02,  # noqa: E501

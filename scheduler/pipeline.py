@@ -86,8 +86,13 @@ def run_plan(
     if replicas is None:
         progress(f"solving: {len(problem.classes)} demand classes x "
                  f"{len(problem.deployments)} candidate deployments")
-        optimised = solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
-                               gap_rel=gap_rel)
+        if solver == "cpsat":
+            from solvers.cpsat import solve_cpsat
+
+            optimised = solve_cpsat(problem, time_limit_s=time_limit_s, gap_rel=gap_rel)
+        else:
+            optimised = solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
+                                   gap_rel=gap_rel)
     else:
         progress(f"routing {len(problem.classes)} demand classes on the replicas given")
         optimised = solve_routing(problem, replica_counts(built, replicas),

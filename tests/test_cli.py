@@ -149,7 +149,7 @@ def test_version():
 
 def test_solver_is_offered_as_a_choice():
     result = runner.invoke(app, ["plan", "--help"], env={"COLUMNS": "200"})
-    assert "<highs|cbc>" in result.stdout
+    assert "<highs|cbc|cpsat>" in result.stdout
     bad = runner.invoke(app, ["plan", "--solver", "gurobi"])
     assert bad.exit_code == 2
 

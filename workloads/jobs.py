@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import io
 import math
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 

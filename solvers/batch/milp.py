@@ -15,6 +15,7 @@ checked schedule.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -161,8 +162,7 @@ def build(problem: BatchProblem, kept: np.ndarray, pairs: np.ndarray,
                                                       np.concatenate(cols))),
                            shape=(next_row, 2 * n_cols + len(job_x)))
     matrix.sum_duplicates()
-    most = np.array([base.pools[base.index("pools", base.deployments[d].pool)].count
-                     // base.deployments[d].tp for d in deps], dtype=float)
+    most = problem.most_replicas(pairs)[deps].astype(float)
     cost = np.concatenate([
         np.repeat(idle_w[deps] * slot_s, n_slots),
         np.repeat(idle_w[deps] * problem.load_s[deps], n_slots),
@@ -217,16 +217,22 @@ def solve_batch_milp(problem: BatchProblem, *, time_limit_s: float = 60.0,
                  start_values=seed)
     if result.status == "infeasible":
         raise InfeasibleError(["the jobs cannot all meet their deadlines on this fleet: the "
-                               "devices, rack power or windows are too small for the work "
-                               "(the baselines' messages name the jobs they could not "
-                               "finish)"])
+                               "devices, rack power or windows are too small for the work"])
     if result.values is None:
         if start is not None:
             return Schedule(start.replicas, start.job, start.deployment, start.slot,
                             start.served, "milp:highs", "feasible", start.objective_j,
                             None, None, time.perf_counter() - started)
         raise NoSolutionError("milp:highs", f"no schedule within {time_limit_s:g} s")
-    values = result.values
+    return _schedule(problem, kept, model, (job_x, dep_x, slot_x), result.values,
+                     "milp:highs", result.bound_j, gap_rel, started)
+
+
+def _schedule(problem: BatchProblem, kept: np.ndarray, model: SparseModel,
+              columns: tuple[np.ndarray, np.ndarray, np.ndarray], values: np.ndarray,
+              solver: str, bound_j: float | None, gap_rel: float, started: float) -> Schedule:
+    """A Schedule from the column values of ``model``, its cost recomputed."""
+    job_x, dep_x, slot_x = columns
     n_cols = model.n_deployments
     replicas = np.zeros((len(problem.base.deployments), problem.n_slots), dtype=np.int64)
     replicas[np.flatnonzero(kept)] = np.rint(values[:n_cols]).astype(np.int64).reshape(
@@ -234,12 +240,30 @@ def solve_batch_milp(problem: BatchProblem, *, time_limit_s: float = 60.0,
     served = values[2 * n_cols:]
     counts = np.array([c.count for c in problem.base.classes])
     keep = served > SERVED_ZERO_REL * np.maximum(counts[job_x], 1.0)
-    draft = Schedule(replicas, job_x[keep], dep_x[keep], slot_x[keep], served[keep],
-                     "milp:highs", "feasible", 0.0)
+    draft = Schedule(replicas, job_x[keep], dep_x[keep], slot_x[keep], served[keep], solver,
+                     "feasible", 0.0)
     cost = schedule_energy(problem, draft)
     objective_j = cost.energy_j + cost.penalty_j
-    bound_j = result.bound_j
     gap = relative_gap(objective_j, bound_j)
-    return Schedule(replicas, draft.job, draft.deployment, draft.slot, draft.served,
-                    "milp:highs", status_for_gap(gap, gap_rel), objective_j, bound_j, gap,
+    return Schedule(replicas, draft.job, draft.deployment, draft.slot, draft.served, solver,
+                    status_for_gap(gap, gap_rel), objective_j, bound_j, gap,
                     time.perf_counter() - started)
+
+
+def route_on_replicas(problem: BatchProblem, replicas: np.ndarray, *, solver: str,
+                      bound_j: float | None, gap_rel: float, started: float,
+                      time_limit_s: float = 60.0) -> Schedule | None:
+    """The exact least-energy routing of every job on the replicas given (D, T), an LP;
+    None where they cannot carry the work."""
+    pairs, window = usable(problem)
+    kept = replicas.max(axis=1) > 0
+    model, job_x, dep_x, slot_x = build(problem, kept, pairs, window)
+    fixed = replicas[kept].ravel().astype(float)
+    lower, upper = model.col_lower.copy(), model.col_upper.copy()
+    lower[:model.n_deployments] = upper[:model.n_deployments] = fixed
+    model = dataclasses.replace(model, col_lower=lower, col_upper=upper)
+    result = run(model, integer=False, time_limit_s=time_limit_s, gap_rel=0.0)
+    if result.status != "optimal" or result.values is None:
+        return None
+    return _schedule(problem, kept, model, (job_x, dep_x, slot_x), result.values, solver,
+                     bound_j, gap_rel, started)

@@ -86,6 +86,17 @@ class BatchProblem:
         inside = (t >= self.first_slot[:, None]) & (t <= self.last_slot[:, None])
         return np.where(inside, cost, np.inf)
 
+    def most_replicas(self, pairs: np.ndarray) -> np.ndarray:
+        """(D,) replicas a deployment ever needs on at once: its pool's devices over ``tp``,
+        and no more than carry, in one slot, all the work of every job it may serve in
+        ``pairs`` (J, D) (more would only idle)."""
+        base = self.base
+        counts = np.array([c.count for c in base.classes])
+        work_s = np.sum(np.where(pairs, base.occupancy_s * counts[:, None], 0.0), axis=0)
+        needed = np.ceil(work_s / (self.slot_s * base.max_utilization) - 1e-9)
+        devices = np.array([base.pool_of(d).count // d.tp for d in base.deployments])
+        return np.minimum(devices, needed).astype(np.int64)
+
     def starts(self, replicas: np.ndarray) -> np.ndarray:
         """(D, T) replicas switched on at each slot's start (all on at slot 0 are starts)."""
         return starts_of(replicas)
