@@ -31,3 +31,5 @@ bench: $(BIN)/wattsched
 	$(BIN)/python benchmarks/plan_default.py
 	$(BIN)/python benchmarks/plan_speed.py
 	$(BIN)/python benchmarks/predictor_accuracy.py
+	$(BIN)/python benchmarks/batch_scale.py
+	$(BIN)/python benchmarks/batch_hardware_choice.py

@@ -1,13 +1,15 @@
 """Fleet-scale placement: the MILP on the seeded S/M/L/XL problems of ``scale_problems``.
 
-    python benchmarks/plan_scale.py [--sizes S,M,L,XL] [--seeds 0,1,2] [--solvers highs,cbc]
-                                    [--cbc-sizes S,M] [--time-limit 120] [--gap 0.005]
+    python benchmarks/plan_scale.py [--sizes S,M,L,XL] [--seeds 0,1,2]
+                                    [--solvers highs,cbc,cpsat] [--cbc-sizes S,M]
+                                    [--cpsat-sizes S,M] [--time-limit 120] [--gap 0.005]
 
 Each (size, seed, solver) runs in its own process, so its peak memory (max RSS) is its own.
 Prints wall time of building the problem arrays and of the solve (model build included),
 status, gap, bound, peak memory, and the issue's targets: L within 0.5 % in 30 s, XL within
 1 % in 120 s, both under 4 GB. CBC gets the PuLP model and only the sizes in ``--cbc-sizes``
-(it builds per-term Python objects: minutes at L).
+(it builds per-term Python objects: minutes at L), CP-SAT those in ``--cpsat-sizes``; where
+HiGHS and another backend solved the same problem, their energy and time ratios are printed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ def _run(size: str, seed: int, solver: str, time_limit_s: float, gap_rel: float)
     problem = make_problem(size, seed)
     generated_s = time.perf_counter() - started
     started = time.perf_counter()
-    solution = solve_milp(problem, solver=solver, time_limit_s=time_limit_s, gap_rel=gap_rel)
+    if solver == "cpsat":
+        from solvers.cpsat import solve_cpsat
+
+        solution = solve_cpsat(problem, time_limit_s=time_limit_s, gap_rel=gap_rel)
+    else:
+        solution = solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
+                              gap_rel=gap_rel)
     solve_s = time.perf_counter() - started
     assert_valid(problem, solution, solution.solver)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
@@ -52,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="S,M,L,XL")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--solvers", default="highs,cbc")
+    parser.add_argument("--solvers", default="highs,cbc,cpsat")
     parser.add_argument("--cbc-sizes", default="S,M")
+    parser.add_argument("--cpsat-sizes", default="S,M")
     parser.add_argument("--time-limit", type=float, default=120.0)
     parser.add_argument("--gap", type=float, default=0.005)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # SIZE,SEED,SOLVER: one run, as JSON
@@ -66,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(sizes) - set(SIZES))
     if unknown:
         parser.error(f"--sizes: unknown size {unknown[0]!r}; known: {', '.join(SIZES)}")
-    cbc_sizes = set(args.cbc_sizes.split(","))
+    only = {"cbc": set(args.cbc_sizes.split(",")), "cpsat": set(args.cpsat_sizes.split(","))}
     runs = [(size, seed, solver) for size in sizes for seed in args.seeds.split(",") if seed
-            for solver in args.solvers.split(",") if solver != "cbc" or size in cbc_sizes]
+            for solver in args.solvers.split(",") if size in only.get(solver, {size})]
     lines = []
     for size, seed, solver in runs:
         print(f"{size} seed {seed} {solver}", file=sys.stderr, flush=True)
@@ -80,6 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(json.loads(done.stdout.splitlines()[-1]))
     table = pd.DataFrame(lines)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    highs = table[table["solver"] == "highs"].set_index(["size", "seed"])
+    for solver in sorted(set(table["solver"]) - {"highs"}):
+        other = table[table["solver"] == solver].set_index(["size", "seed"])
+        both = other.index.intersection(highs.index)
+        for key in both:
+            print(f"{solver} vs highs, {key[0]} seed {key[1]}: energy x"
+                  f"{other.loc[key, 'energy_j'] / highs.loc[key, 'energy_j']:.5f}, time x"
+                  f"{other.loc[key, 'solve s'] / highs.loc[key, 'solve s']:.1f}")
     for size, (gap, wall_s) in TARGETS.items():
         part = table[(table["size"] == size) & (table["solver"] == "highs")]
         if part.empty:

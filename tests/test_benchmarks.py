@@ -152,4 +152,12 @@ def test_plan_scale_benchmark(capsys):
     assert _main("plan_scale.py")(["--sizes", "S", "--seeds", "0"]) == 0
     out = capsys.readouterr().out
     assert "peak GB" in out
-    assert out.count(" optimal ") == 2  # S, seed 0: HiGHS and CBC, both proven
+    assert out.count(" optimal ") >= 2  # S, seed 0: HiGHS and CBC proven, CP-SAT within time
+    assert "cpsat vs highs, S seed 0: energy x" in out
+
+
+def test_batch_scale_benchmark(capsys):
+    assert _main("batch_scale.py")(["--jobs", "10", "--time-limit", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "saving vs best rule" in out
+    assert "milp:highs" in out

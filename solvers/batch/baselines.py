@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from energy_models.registry import Registry
-from solvers.batch.problem import BatchProblem, Schedule, loading_replicas, schedule_energy
+from solvers.batch.problem import BatchProblem, Schedule, schedule_energy
 from solvers.errors import InfeasibleError
 
 BatchBaseline = Callable[[BatchProblem], Schedule]
@@ -52,41 +52,51 @@ class _Timeline:
         self.peak_w = np.array([d.peak_power_w for d in deps])
         self.idle_w = np.array([d.idle_power_w for d in deps])
         self.fits = np.array([d.memory_need_gb <= d.memory_gb for d in deps])
-        pool_of = np.array([d.pool for d in deps], dtype=object)
-        self.pool_members = {p.id: np.flatnonzero(pool_of == p.id) for p in base.pools}
-        self.pool_count = {p.id: p.count for p in base.pools}
-        rack_of = np.array([base.pool_of(d).rack for d in deps], dtype=object)
-        self.rack_members = {r.id: np.flatnonzero(rack_of == r.id) for r in base.racks
-                             if r.power_cap_w is not None}
-        self.rack_cap = {r.id: r.power_cap_w for r in base.racks}
-        self.pool_of = pool_of
-        self.rack_of = rack_of
+        self.pool_of = np.array([base.index("pools", d.pool) for d in deps])
+        self.rack_of = np.array([base.index("racks", base.pool_of(d).rack) for d in deps])
+        self.pool_count = np.array([p.count for p in base.pools], dtype=float)
+        self.rack_cap_w = np.array([np.inf if r.power_cap_w is None else r.power_cap_w
+                                    for r in base.racks])
+        # Devices and rack power held in each slot by replicas on or loading.
+        self.devices = np.zeros((len(base.pools), problem.n_slots))
+        self.power_w = np.zeros((len(base.racks), problem.n_slots))
 
-    def _holding(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(members, T) replicas on and replicas loading for later starts."""
-        on = self.replicas[members]
-        return on, loading_replicas(on, self.problem.load_slots[members])
+    def _changes(self, d: int, t: int) -> dict[int, tuple[int, int]]:
+        """Per slot, (on change, loading change) of one more replica of ``d`` in slot ``t``:
+        it is on in ``t``; it is a new start unless ``t-1`` had more replicas on, and then
+        loads in the slots before; it takes away a start at ``t+1`` if that had more."""
+        n, load_slots = self.replicas[d], int(self.problem.load_slots[d])
+        changes = {t: (1, 0)}
+        moves = []
+        if t == 0 or n[t - 1] <= n[t]:
+            moves += [(u, 1) for u in range(max(t - load_slots, 0), t)]
+        if t + 1 < len(n) and n[t + 1] > n[t]:
+            moves += [(u, -1) for u in range(max(t + 1 - load_slots, 0), t + 1)]
+        for u, loading in moves:
+            on, held = changes.get(u, (0, 0))
+            changes[u] = (on, held + loading)
+        return changes
 
     def can_open(self, d: int, t: int) -> bool:
         """Whether one more replica of ``d`` in slot ``t`` keeps devices and rack power."""
         if not self.fits[d]:
             return False
-        self.replicas[d, t] += 1
-        try:
-            members = self.pool_members[self.pool_of[d]]
-            on, loading = self._holding(members)
-            if np.any(self.tp[members] @ (on + loading) > self.pool_count[self.pool_of[d]]):
+        pool, rack = self.pool_of[d], self.rack_of[d]
+        for u, (on, loading) in self._changes(d, t).items():
+            devices = self.tp[d] * (on + loading)
+            power_w = self.peak_w[d] * on + self.idle_w[d] * loading
+            if (devices > 0 and self.devices[pool, u] + devices > self.pool_count[pool]) or (
+                    power_w > 0 and self.power_w[rack, u] + power_w
+                    > self.rack_cap_w[rack] * (1 + 1e-9)):
                 return False
-            rack = self.rack_of[d]
-            if rack in self.rack_members:
-                members = self.rack_members[rack]
-                on, loading = self._holding(members)
-                power_w = self.peak_w[members] @ on + self.idle_w[members] @ loading
-                if np.any(power_w > self.rack_cap[rack] * (1 + 1e-9)):
-                    return False
-            return True
-        finally:
-            self.replicas[d, t] -= 1
+        return True
+
+    def open(self, d: int, t: int) -> None:
+        pool, rack = self.pool_of[d], self.rack_of[d]
+        for u, (on, loading) in self._changes(d, t).items():
+            self.devices[pool, u] += self.tp[d] * (on + loading)
+            self.power_w[rack, u] += self.peak_w[d] * on + self.idle_w[d] * loading
+        self.replicas[d, t] += 1
 
     def fit(self, j: int, d: int, t: int) -> float:
         """Requests of job ``j`` that the replicas of ``d`` already on in slot ``t`` can take."""
@@ -110,7 +120,7 @@ class _Timeline:
         left; returns how many were opened."""
         opened = 0
         while not self.done(j) and (limit is None or opened < limit) and self.can_open(d, t):
-            self.replicas[d, t] += 1
+            self.open(d, t)
             opened += 1
             self.fill(j, d, t)
         return opened
@@ -226,4 +236,4 @@ def alap_fewest_devices(problem: BatchProblem) -> Schedule:
 
 def _most(line: _Timeline, d: int) -> int:
     """Replicas of ``d`` its pool could hold at once."""
-    return line.pool_count[line.pool_of[d]] // int(line.tp[d])
+    return int(line.pool_count[line.pool_of[d]]) // int(line.tp[d])

@@ -9,6 +9,9 @@ idle + switching energy plus lateness penalties, in kJ.
 
 Deployments that serve no job, do not fit in memory or are dominated for every job (see
 ``solvers.milp.dominated_deployments``, with the load time as one more cost) get no columns.
+Past ``MAX_ROUTING_COLUMNS`` routing columns each job keeps only its cheapest deployments;
+the bound reported is then ``request_bound_j`` (every request at its cheapest full energy),
+which holds for the whole problem, not the restricted model's.
 The best baseline schedule is handed to HiGHS as its start, so a time limit always returns a
 checked schedule.
 """
@@ -28,6 +31,13 @@ from solvers.milp import dominated_deployments, relative_gap, status_for_gap
 from solvers.sparse import SparseModel, run
 
 SERVED_ZERO_REL = 1e-9
+MAX_ROUTING_COLUMNS = 150_000
+"""Job x deployment x slot columns beyond which each job keeps only its cheapest
+deployments (by full energy per request, ``cheapest_pairs``) and those its start uses."""
+MAX_DEPLOYMENTS_PER_JOB = 8
+"""At most this many cheapest deployments per job in a restricted model: beyond them HiGHS
+spends its time on the LP instead of the search (50 jobs over a day: 8% gap at 60 s with 35,
+see benchmarks/batch_scale.py)."""
 """Served amounts below this fraction of a job's requests are solver noise."""
 
 
@@ -50,6 +60,33 @@ def usable(problem: BatchProblem) -> tuple[np.ndarray, np.ndarray]:
     if reasons:
         raise InfeasibleError(reasons)
     return pairs, window
+
+
+def full_energy_j(problem: BatchProblem, pairs: np.ndarray) -> np.ndarray:
+    """(J, D) least energy one request can cost on each deployment: its active energy plus
+    the idle power of the replica time it takes (inf where the pair is not allowed)."""
+    base = problem.base
+    idle_w = np.array([d.idle_power_w for d in base.deployments])
+    per_request = base.energy_j + idle_w[None, :] * base.occupancy_s / base.max_utilization
+    return np.where(pairs, per_request, np.inf)
+
+
+def request_bound_j(problem: BatchProblem, pairs: np.ndarray) -> float:
+    """A lower bound on every schedule: each request at its cheapest full energy.
+
+    Every request takes its replica time on a replica that draws at least idle power
+    meanwhile, and switching and lateness cost nothing less than zero."""
+    counts = np.array([c.count for c in problem.base.classes])
+    return float(np.sum(counts * full_energy_j(problem, pairs).min(axis=1)))
+
+
+def cheapest_pairs(problem: BatchProblem, pairs: np.ndarray, per_job: int) -> np.ndarray:
+    """(J, D) each job's ``per_job`` deployments of least full energy per request."""
+    full = full_energy_j(problem, pairs)
+    order = np.argsort(full, axis=1, kind="stable")[:, :per_job]
+    kept = np.zeros_like(pairs)
+    np.put_along_axis(kept, order, True, axis=1)
+    return kept & pairs
 
 
 def kept_deployments(problem: BatchProblem, pairs: np.ndarray) -> np.ndarray:
@@ -201,20 +238,36 @@ def _values_of(problem: BatchProblem, kept: np.ndarray, model: SparseModel,
 
 def solve_batch_milp(problem: BatchProblem, *, time_limit_s: float = 60.0,
                      gap_rel: float = 0.02, start: Schedule | None = None,
-                     threads: int = 1) -> Schedule:
+                     threads: int = 1,
+                     max_columns: int | None = MAX_ROUTING_COLUMNS) -> Schedule:
     """The least-energy schedule within ``gap_rel`` of the bound, or the best found in
-    ``time_limit_s`` with its gap; ``start`` (a checked schedule) seeds HiGHS."""
+    ``time_limit_s`` with its gap; ``start`` (a checked schedule) seeds HiGHS. Past
+    ``max_columns`` routing columns each job keeps its cheapest deployments (None: never);
+    where that restricted model has no schedule, the whole model is solved."""
     started = time.perf_counter()
     pairs, window = usable(problem)
-    kept = kept_deployments(problem, pairs)
+    columns = pairs & kept_deployments(problem, pairs)[None, :]
+    cells = int(np.sum(columns.sum(axis=1) * window.sum(axis=1)))
+    restricted = max_columns is not None and cells > max_columns
+    if restricted:
+        per_job = min(max(max_columns // max(int(window.sum()), 1), 1), MAX_DEPLOYMENTS_PER_JOB)
+        columns = cheapest_pairs(problem, columns, per_job)
     if start is not None:
-        kept |= start.replicas.max(axis=1) > 0
-    model, job_x, dep_x, slot_x = build(problem, kept, pairs, window)
+        used = np.zeros_like(pairs)
+        used[start.job, start.deployment] = True
+        columns |= used
+    kept = columns.any(axis=0)
+    model, job_x, dep_x, slot_x = build(problem, kept, columns, window)
     seed = None if start is None else _values_of(problem, kept, model, job_x, dep_x, slot_x,
                                                  start)
     left_s = max(time_limit_s - (time.perf_counter() - started), 0.0)
     result = run(model, integer=True, time_limit_s=left_s, gap_rel=gap_rel, threads=threads,
                  start_values=seed)
+    if result.status == "infeasible" and restricted:
+        # The cheapest deployments alone cannot do it; only the whole model can say more.
+        return solve_batch_milp(problem, time_limit_s=max(
+            time_limit_s - (time.perf_counter() - started), 1.0), gap_rel=gap_rel, start=start,
+            threads=threads, max_columns=None)
     if result.status == "infeasible":
         raise InfeasibleError(["the jobs cannot all meet their deadlines on this fleet: the "
                                "devices, rack power or windows are too small for the work"])
@@ -224,8 +277,12 @@ def solve_batch_milp(problem: BatchProblem, *, time_limit_s: float = 60.0,
                             start.served, "milp:highs", "feasible", start.objective_j,
                             None, None, time.perf_counter() - started)
         raise NoSolutionError("milp:highs", f"no schedule within {time_limit_s:g} s")
+    # A restricted model's bound holds for it alone; the request bound holds for all.
+    bound_j = request_bound_j(problem, pairs)
+    if not restricted and result.bound_j is not None:
+        bound_j = max(bound_j, result.bound_j)
     return _schedule(problem, kept, model, (job_x, dep_x, slot_x), result.values,
-                     "milp:highs", result.bound_j, gap_rel, started)
+                     "milp:highs", bound_j, gap_rel, started)
 
 
 def _schedule(problem: BatchProblem, kept: np.ndarray, model: SparseModel,
