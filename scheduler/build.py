@@ -130,9 +130,12 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
 
 def price_classes(fleet: Fleet, llms: tuple[str, ...], classes: pd.DataFrame,
                   demand: list[DemandClass], chain: CostChain, *, horizon_s: float,
-                  max_utilization: float, where: str) -> tuple[Problem, pd.DataFrame]:
+                  max_utilization: float, where: str,
+                  latency_at_p90: bool = True) -> tuple[Problem, pd.DataFrame]:
     """The Problem of ``demand`` (rows of ``classes``: count, token means, p90s and
-    ``context_max``) on every candidate deployment of ``llms`` in the fleet's pools."""
+    ``context_max``) on every candidate deployment of ``llms`` in the fleet's pools.
+    Latencies come from the p90 token lengths, or (``latency_at_p90`` False, for work with
+    no latency SLO) from the means already priced."""
     # A sequence holds its prompt and, on average over its life, half its output.
     mean_context = float(np.average(classes.input_tokens + classes.output_tokens / 2,
                                     weights=classes["count"]))
@@ -155,7 +158,7 @@ def price_classes(fleet: Fleet, llms: tuple[str, ...], classes: pd.DataFrame,
         output_tokens=classes.output_p90.to_numpy()[pairs["class"]],
     )
     mean = chain.costs(work_mean)
-    tail = chain.costs(work_p90)
+    tail = chain.costs(work_p90) if latency_at_p90 else mean
 
     def matrix(values: pd.Series) -> np.ndarray:
         return values.to_numpy(float).reshape(n_deps, n_classes).T

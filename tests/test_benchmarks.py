@@ -161,3 +161,12 @@ def test_batch_scale_benchmark(capsys):
     out = capsys.readouterr().out
     assert "saving vs best rule" in out
     assert "milp:highs" in out
+
+
+def test_batch_hardware_choice_benchmark(capsys):
+    assert _main("batch_hardware_choice.py")(["--scale", "0.01", "--time-limit", "5",
+                                              "--gap", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "all pools" in out
+    assert "only h100" in out
+    assert "choosing the hardware saves" in out or "only the mixed fleet" in out
