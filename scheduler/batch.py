@@ -93,12 +93,13 @@ def run_schedule(fleet: Fleet, jobs: Jobs, *, solver: str = "milp", slot_s: floa
     """Price, run the baselines, solve (seeded with the best baseline), check everything.
 
     ``solver`` is ``milp`` (HiGHS) or ``cpsat`` (OR-Tools CP-SAT)."""
-    from solvers.batch.milp import solve_batch_milp
+    from solvers.batch.milp import solve_batch_milp, usable
 
     chain = chain or default_chain(fleet.defaults.engine, None)
     progress("pricing every job on every candidate deployment")
     built = build_batch(fleet, jobs, chain, slot_s)
     problem = built.problem
+    usable(problem)  # a job no deployment or slot can take is named before anything runs
     baselines: dict[str, Schedule | str] = {}
     for number, name in enumerate(BATCH_BASELINES, start=1):
         progress(f"baseline {number}/{len(BATCH_BASELINES)}: {name}")

@@ -29,6 +29,7 @@ within the scaling error of the exact optimum.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -157,6 +158,10 @@ def solve_cpsat(problem: Problem, *, time_limit_s: float = 30.0, gap_rel: float 
 
         raise InfeasibleError(explain_infeasibility(problem))
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        if start is not None:
+            # Like the MILP on a time limit: the baseline start, checked, with no bound.
+            return dataclasses.replace(start, solver="cpsat", status="feasible", bound_j=None,
+                                       gap=None, solve_time_s=time.perf_counter() - started)
         raise NoSolutionError("cpsat", f"no plan within {time_limit_s:g} s "
                                        f"({solver.status_name(status)})")
     replicas = np.zeros(len(problem.deployments), dtype=np.int64)

@@ -150,3 +150,19 @@ def test_schedule_with_cpsat_passes_the_checker_and_meets_the_deadlines(tmp_path
     doc = json.loads(result.stdout)
     assert doc["solver"] == "cpsat"
     assert doc["deadlines_met"] is True
+
+
+@pytest.mark.parametrize(("job", "message"), [
+    ("release_s: 100, deadline_s: 200", "no whole 300 s slot lies between its release"),
+    ("input_tokens: 500000, deadline_s: 2000", "no deployment of the fleet can run it"),
+])
+def test_a_job_no_slot_or_deployment_can_take_is_named(tmp_path, job, message):
+    path = tmp_path / "jobs.yaml"
+    fields = "{id: lonely, requests: 10, output_tokens: 5, " + job
+    if "input_tokens" not in job:
+        fields += ", input_tokens: 5"
+    path.write_text(f"jobs:\n  - {fields}}}\n")
+    result = wattsched("schedule", str(path))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "lonely" in result.stderr

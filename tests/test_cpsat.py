@@ -52,3 +52,12 @@ def test_plan_solver_cpsat_on_the_command_line():
     result = wattsched("plan", "--solver", "cpsat", "--format", "json", "--time-limit", "5")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["solver"] == "cpsat"
+
+
+def test_a_time_limit_before_any_plan_returns_the_checked_baseline_start():
+    problem = knapsack_like_problem()
+    solution = solve_cpsat(problem, time_limit_s=1e-9)
+    assert solution.solver == "cpsat"
+    assert solution.status == "feasible"
+    assert solution.gap is None
+    assert_valid(problem, solution, "cpsat")
