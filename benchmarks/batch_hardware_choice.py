@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from energy_models.cost import default_chain
     from scheduler.batch import build_batch
     from scheduler.inventory import load_fleet
-    from solvers.batch.baselines import BATCH_BASELINES, run_batch_baseline
+    from solvers.batch.baselines import cheapest, run_batch_baselines
     from solvers.batch.checker import assert_valid_schedule
     from solvers.batch.milp import solve_batch_milp
     from solvers.errors import InfeasibleError, NoSolutionError
@@ -56,13 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         base = dataclasses.replace(problem.base,
                                    servable=problem.base.servable & allowed[None, :])
         restricted = dataclasses.replace(problem, base=base)
-        starts = []
-        for rule in BATCH_BASELINES:
-            try:
-                starts.append(run_batch_baseline(rule, restricted))
-            except InfeasibleError:
-                continue
-        start = min(starts, key=lambda s: s.objective_j) if starts else None
+        start = cheapest(run_batch_baselines(restricted))
         try:
             schedule = solve_batch_milp(restricted, time_limit_s=args.time_limit,
                                         gap_rel=args.gap, start=start)

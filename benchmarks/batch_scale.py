@@ -59,10 +59,9 @@ def _run(n_jobs: int, seed: int, slot_s: float, time_limit_s: float, gap_rel: fl
     from energy_models.cost import default_chain
     from scheduler.batch import build_batch
     from scheduler.inventory import load_fleet
-    from solvers.batch.baselines import BATCH_BASELINES, run_batch_baseline
+    from solvers.batch.baselines import cheapest, run_batch_baselines
     from solvers.batch.checker import assert_valid_schedule
     from solvers.batch.milp import solve_batch_milp
-    from solvers.errors import InfeasibleError
     from workloads.jobs import parse_jobs
 
     fleet = load_fleet(None)
@@ -72,15 +71,10 @@ def _run(n_jobs: int, seed: int, slot_s: float, time_limit_s: float, gap_rel: fl
     build_s = time.perf_counter() - started
     problem = built.problem
     started = time.perf_counter()
-    baselines = {}
-    for name in BATCH_BASELINES:
-        try:
-            baselines[name] = run_batch_baseline(name, problem)
-            assert_valid_schedule(problem, baselines[name], name)
-        except InfeasibleError:
-            continue
+    baselines = run_batch_baselines(problem)
     baselines_s = time.perf_counter() - started
-    start = min(baselines.values(), key=lambda s: s.objective_j) if baselines else None
+    start = cheapest(baselines)
+    feasible = sum(not isinstance(result, str) for result in baselines.values())
     started = time.perf_counter()
     if solver == "cpsat":
         from solvers.batch.cpsat import solve_batch_cpsat
@@ -97,7 +91,7 @@ def _run(n_jobs: int, seed: int, slot_s: float, time_limit_s: float, gap_rel: fl
             "deployments": len(problem.base.deployments), "build s": build_s,
             "baselines s": baselines_s, "solve s": solve_s, "status": schedule.status,
             "gap": schedule.gap, "energy kWh": schedule.objective_j / 3.6e6,
-            "feasible rules": f"{len(baselines)}/{len(BATCH_BASELINES)}",
+            "feasible rules": f"{feasible}/{len(baselines)}",
             "saving vs best rule": None if best is None else 1 - schedule.objective_j / best,
             "peak GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 

@@ -16,7 +16,7 @@ from energy_models.memory import model_load_s
 from scheduler.build import price_classes, solver_id
 from scheduler.errors import InputError
 from scheduler.inventory import Fleet
-from solvers.batch.baselines import BATCH_BASELINES, run_batch_baseline
+from solvers.batch.baselines import cheapest, run_batch_baselines
 from solvers.batch.checker import assert_valid_schedule
 from solvers.batch.problem import BatchProblem, Schedule, finish_s, schedule_energy, slots_for
 from solvers.errors import InfeasibleError
@@ -100,17 +100,8 @@ def run_schedule(fleet: Fleet, jobs: Jobs, *, solver: str = "milp", slot_s: floa
     built = build_batch(fleet, jobs, chain, slot_s)
     problem = built.problem
     usable(problem)  # a job no deployment or slot can take is named before anything runs
-    baselines: dict[str, Schedule | str] = {}
-    for number, name in enumerate(BATCH_BASELINES, start=1):
-        progress(f"baseline {number}/{len(BATCH_BASELINES)}: {name}")
-        try:
-            schedule = run_batch_baseline(name, problem)
-            assert_valid_schedule(problem, schedule, name)
-            baselines[name] = schedule
-        except InfeasibleError as exc:
-            baselines[name] = "; ".join(exc.reasons)
-    done = [s for s in baselines.values() if isinstance(s, Schedule)]
-    start = min(done, key=lambda s: s.objective_j) if done else None
+    baselines = run_batch_baselines(problem, progress)
+    start = cheapest(baselines)
     progress(f"solving ({solver}): {len(problem.base.classes)} jobs x "
              f"{len(problem.base.deployments)} deployments x {problem.n_slots} slots")
     solve = solve_batch_milp

@@ -71,6 +71,45 @@ def load_models(path: Path | None) -> FittedModels | None:
     return None if path is None else FittedModels.load(path)
 
 
+def require_seconds(option: str, value: float, example: str) -> None:
+    """A duration option must be a finite number of seconds > 0."""
+    if not (math.isfinite(value) and value > 0):
+        raise InputError("command line", option, f"got {value:g}; give a finite number of "
+                                                 f"seconds > 0, e.g. {option} {example}")
+
+
+def require_gap(value: float, example: str) -> None:
+    """``--gap`` must be a relative gap in [0, 1)."""
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise InputError("command line", "--gap",
+                         f"got {value:g}; give a relative gap in [0, 1), e.g. --gap {example}")
+
+
+def write_option(path: Path, option: str, data: str | bytes) -> None:
+    """Write an output file atomically; a path that cannot be written is the option's error."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise InputError(str(path), option, f"cannot write: {exc.strerror}") from None
+
+
+def write_document(path: Path, doc: dict) -> None:
+    """``--out``: the document as YAML for .yaml/.yml, else JSON."""
+    from scheduler.report import to_json, to_yaml
+
+    write_option(path, "--out", to_yaml(doc) if path.suffix in {".yaml", ".yml"}
+                 else to_json(doc))
+
+
+def write_png(path: Path, figure, dpi: float | None = None) -> None:
+    """``--plot``: a matplotlib figure as PNG."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    write_option(path, "--plot", buffer.getvalue())
+
+
 @app.command()
 def plan(
     fleet: Annotated[Path | None, typer.Option(help="Fleet inventory YAML (default: the bundled example fleet).")] = None,  # noqa: E501
@@ -91,13 +130,8 @@ def plan(
     from workloads.spec import load_workload
 
     with user_errors(), warnings_to_stderr():
-        if not (math.isfinite(time_limit) and time_limit > 0):
-            raise InputError("command line", "--time-limit",
-                             f"got {time_limit:g}; give a finite number of seconds > 0, e.g. "
-                             f"--time-limit 30")
-        if not (math.isfinite(gap) and 0 <= gap < 1):
-            raise InputError("command line", "--gap",
-                             f"got {gap:g}; give a relative gap in [0, 1), e.g. --gap 0.005")
+        require_seconds("--time-limit", time_limit, "30")
+        require_gap(gap, "0.005")
         with err.status("loading fleet and workload") as status:
             fleet_spec = load_fleet(fleet)
             work = load_workload(workload)
@@ -117,12 +151,7 @@ def plan(
                             workload=work.name, sources=outcome.sources())
         if out is not None:
             # The saved plan leaves out wall-clock timing so equal inputs give equal bytes.
-            saved = {k: v for k, v in doc.items() if k != "solve_time_s"}
-            text = to_yaml(saved) if out.suffix in {".yaml", ".yml"} else to_json(saved)
-            try:
-                write_atomic(out, text)
-            except OSError as exc:
-                raise InputError(str(out), "--out", f"cannot write: {exc.strerror}") from None
+            write_document(out, {k: v for k, v in doc.items() if k != "solve_time_s"})
         if fmt is Format.json:
             sys.stdout.write(to_json(doc))
         elif fmt is Format.yaml:
@@ -161,13 +190,9 @@ def schedule(
     from workloads.jobs import load_jobs
 
     with user_errors(), warnings_to_stderr():
-        for name, value, low in (("--slot", slot, 0.0), ("--time-limit", time_limit, 0.0)):
-            if not (math.isfinite(value) and value > low):
-                raise InputError("command line", name,
-                                 f"got {value:g}; give a finite number of seconds > 0")
-        if not (math.isfinite(gap) and 0 <= gap < 1):
-            raise InputError("command line", "--gap",
-                             f"got {gap:g}; give a relative gap in [0, 1), e.g. --gap 0.02")
+        require_seconds("--slot", slot, "300")
+        require_seconds("--time-limit", time_limit, "60")
+        require_gap(gap, "0.02")
         with err.status("loading fleet and jobs") as status:
             fleet_spec = load_fleet(fleet)
             job_spec = load_jobs(jobs)
@@ -176,25 +201,13 @@ def schedule(
                                    progress=status.update)
         doc = schedule_document(outcome, fleet=fleet_spec.name)
         if out is not None:
-            saved = schedule_document(outcome, fleet=fleet_spec.name, timing=False)
-            text = to_yaml(saved) if out.suffix in {".yaml", ".yml"} else to_json(saved)
-            try:
-                write_atomic(out, text)
-            except OSError as exc:
-                raise InputError(str(out), "--out", f"cannot write: {exc.strerror}") from None
+            write_document(out, schedule_document(outcome, fleet=fleet_spec.name, timing=False))
         if plot is not None:
-            import io
-
             from scheduler.schedule_plot import gantt
 
-            figure = gantt(outcome.built, outcome.schedule,
-                           f"{job_spec.name} on {fleet_spec.name}: least-energy schedule")
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png", dpi=110)
-            try:
-                write_atomic(plot, buffer.getvalue())
-            except OSError as exc:
-                raise InputError(str(plot), "--plot", f"cannot write: {exc.strerror}") from None
+            write_png(plot, gantt(outcome.built, outcome.schedule,
+                                  f"{job_spec.name} on {fleet_spec.name}: least-energy "
+                                  f"schedule"), dpi=110)
         if fmt is Format.json:
             sys.stdout.write(to_json(doc))
         elif fmt is Format.yaml:
@@ -249,10 +262,7 @@ def fit(
             models = fit_all(measurements, gate=gate, folds=folds, seed=seed,
                              progress=status.update)
         if out is not None:
-            try:
-                write_atomic(out, models.to_json())
-            except OSError as exc:
-                raise InputError(str(out), "--out", f"cannot write: {exc.strerror}") from None
+            write_option(out, "--out", models.to_json())
         rows = models.summary_rows()
         if fmt is FitFormat.json:
             sys.stdout.write(json.dumps(rows, indent=1, allow_nan=False) + "\n")
@@ -300,16 +310,8 @@ def sweetspot(
         spot = sweet_spot(chain, llm, device, input_tokens, batch=batch, tp=tp, models=fitted,
                           engine=engine)
         if plot is not None:
-            import io
-
-            figure = heat_map(chain, llm, device, batch=batch, tp=tp, models=fitted,
-                              engine=engine, mark_input_tokens=input_tokens)
-            buffer = io.BytesIO()
-            figure.savefig(buffer, format="png")
-            try:
-                write_atomic(plot, buffer.getvalue())
-            except OSError as exc:
-                raise InputError(str(plot), "--plot", f"cannot write: {exc.strerror}") from None
+            write_png(plot, heat_map(chain, llm, device, batch=batch, tp=tp, models=fitted,
+                                     engine=engine, mark_input_tokens=input_tokens))
         if fmt is FitFormat.json:
             sys.stdout.write(json.dumps(spot.summary(), indent=1, allow_nan=False) + "\n")
         else:

@@ -19,9 +19,10 @@ bound on the bundled default in 30 s; hundredths of a request gave the same plan
 CP-SAT suits small problems: on the bundled default (24 classes x 350 deployments) it keeps
 the baseline hint, 14 % above HiGHS's optimum, after 20 s.
 
-The routing CP-SAT returns is then replaced by the exact routing LP on its replicas (HiGHS,
-as ``plan --replicas`` solves it), which costs no more and holds every limit exactly; where
-that LP fails, the grid routing with the rest placed is kept.
+The routing CP-SAT returns is then replaced by the exact routing LP on its replicas
+(``solvers.routing.solve_routing``, as ``plan --replicas`` solves it), which costs no
+more and holds every limit exactly; where that LP fails, the grid routing with the rest
+placed is kept.
 
 ``bound_j`` is CP-SAT's bound on the scaled model: it bounds the plans CP-SAT can return,
 within the scaling error of the exact optimum.
@@ -29,21 +30,22 @@ within the scaling error of the exact optimum.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 
 import numpy as np
 
-from solvers.errors import InfeasibleError, NoSolutionError
+from solvers.errors import InfeasibleError, NoSolutionError, SolverError
 from solvers.formulation import replica_upper_bounds
 from solvers.milp import (
-    _baseline_start,
+    baseline_start,
     dominated_deployments,
     relative_gap,
-    solve_milp,
     status_for_gap,
 )
 from solvers.problem import Problem, Solution
+from solvers.routing import solve_routing
 
 REQUEST_UNITS = 1000
 """Routing units per request."""
@@ -142,7 +144,7 @@ def solve_cpsat(problem: Problem, *, time_limit_s: float = 30.0, gap_rel: float 
             for (c, d), var in x.items())
         + sum(idle[d] * n[d] for d in n))
 
-    start = _baseline_start(problem)
+    start = baseline_start(problem)
     if start is not None:
         # The best baseline as a hint: CP-SAT starts from a plan instead of searching for one.
         for d, var in n.items():
@@ -172,15 +174,11 @@ def solve_cpsat(problem: Problem, *, time_limit_s: float = 30.0, gap_rel: float 
         routing[c, d] = solver.value(var)
     routing /= REQUEST_UNITS
     _place_rounding_rest(problem, replicas, routing, eligible)
-    try:
-        # The exact routing LP on CP-SAT's replicas: never costlier than the grid routing,
-        # and it serves exactly-tight limits that a grid of request units cannot.
-        exact = solve_milp(problem, fixed_replicas=replicas, gap_rel=0.0,
-                           time_limit_s=max(time_limit_s - (time.perf_counter() - started),
-                                            1.0))
-        routing = exact.routing
-    except (InfeasibleError, NoSolutionError):
-        pass
+    # The exact routing LP on CP-SAT's replicas: never costlier than the grid routing, and
+    # it serves exactly-tight limits that a grid of request units cannot.
+    with contextlib.suppress(InfeasibleError, SolverError):
+        routing = solve_routing(problem, replicas, time_limit_s=max(
+            time_limit_s - (time.perf_counter() - started), 1.0)).routing
     active_j, idle_j = problem.plan_energy_j(replicas, routing)
     objective_j = active_j + idle_j
     bound_j = solver.best_objective_bound / ENERGY_UNITS_PER_J

@@ -203,7 +203,7 @@ def _solve_sparse(problem: Problem, *, time_limit_s: float, gap_rel: float, thre
         best = sparse.run(model, integer=True, time_limit_s=left_s(), **options)
         return _finish(problem, model, best, best.bound_j, gap_rel, time_limit_s, started)
     kept = ~dominated_deployments(problem)
-    seed = _baseline_start(problem)
+    seed = baseline_start(problem)
     relaxed = sparse.solve_relaxation(
         problem, kept, time_limit_s=left_s() * LP_TIME_SHARE, threads=threads,
         start_pairs=None if seed is None else seed.routing > 0,
@@ -276,7 +276,7 @@ def status_for_gap(gap: float | None, gap_rel: float) -> str:
     return "optimal" if gap is not None and gap <= gap_rel + GAP_SLACK else "feasible"
 
 
-def _baseline_start(problem: Problem) -> Solution | None:
+def baseline_start(problem: Problem) -> Solution | None:
     """The plan of the first START_BASELINES baseline that serves the demand, if any."""
     for name in START_BASELINES:
         if name not in BASELINES:

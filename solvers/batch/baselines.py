@@ -34,6 +34,32 @@ def run_batch_baseline(name: str, problem: BatchProblem) -> Schedule:
     return BATCH_BASELINES.lookup(name)(problem)
 
 
+def run_batch_baselines(problem: BatchProblem,
+                        progress: Callable[[str], None] = lambda message: None,
+                        ) -> dict[str, Schedule | str]:
+    """Every rule's schedule, each passed by the independent checker, or why the rule
+    misses a deadline."""
+    from solvers.batch.checker import assert_valid_schedule
+
+    results: dict[str, Schedule | str] = {}
+    for number, name in enumerate(BATCH_BASELINES, start=1):
+        progress(f"baseline {number}/{len(BATCH_BASELINES)}: {name}")
+        try:
+            schedule = run_batch_baseline(name, problem)
+        except InfeasibleError as exc:
+            results[name] = "; ".join(exc.reasons)
+            continue
+        assert_valid_schedule(problem, schedule, name)
+        results[name] = schedule
+    return results
+
+
+def cheapest(results: dict[str, Schedule | str]) -> Schedule | None:
+    """The least-cost schedule among ``results`` (None when no rule met every deadline)."""
+    done = [s for s in results.values() if isinstance(s, Schedule)]
+    return min(done, key=lambda s: s.objective_j) if done else None
+
+
 class _Timeline:
     """A schedule being built: replicas on per slot, work placed, and what is left to place."""
 

@@ -217,7 +217,7 @@ def build(problem: BatchProblem, kept: np.ndarray, pairs: np.ndarray,
     return model, job_x, dep_x, slot_x
 
 
-def _values_of(problem: BatchProblem, kept: np.ndarray, model: SparseModel,
+def _values_of(kept: np.ndarray, model: SparseModel,
                job_x: np.ndarray, dep_x: np.ndarray, slot_x: np.ndarray,
                schedule: Schedule) -> np.ndarray | None:
     """A schedule as column values of ``model``; None where it uses columns the model lacks."""
@@ -258,7 +258,7 @@ def solve_batch_milp(problem: BatchProblem, *, time_limit_s: float = 60.0,
         columns |= used
     kept = columns.any(axis=0)
     model, job_x, dep_x, slot_x = build(problem, kept, columns, window)
-    seed = None if start is None else _values_of(problem, kept, model, job_x, dep_x, slot_x,
+    seed = None if start is None else _values_of(kept, model, job_x, dep_x, slot_x,
                                                  start)
     left_s = max(time_limit_s - (time.perf_counter() - started), 0.0)
     result = run(model, integer=True, time_limit_s=left_s, gap_rel=gap_rel, threads=threads,

@@ -55,10 +55,6 @@ class BatchProblem:
             raise ProblemError("load_s must be finite and >= 0")
 
     @property
-    def horizon_s(self) -> float:
-        return self.slot_s * self.n_slots
-
-    @property
     def first_slot(self) -> np.ndarray:
         """(J,) first slot that starts at or after the job's release."""
         return np.ceil(self.release_s / self.slot_s - SLOT_EPS_S).astype(np.int64)
@@ -97,26 +93,12 @@ class BatchProblem:
         devices = np.array([base.pool_of(d).count // d.tp for d in base.deployments])
         return np.minimum(devices, needed).astype(np.int64)
 
-    def starts(self, replicas: np.ndarray) -> np.ndarray:
-        """(D, T) replicas switched on at each slot's start (all on at slot 0 are starts)."""
-        return starts_of(replicas)
-
 
 def starts_of(replicas: np.ndarray) -> np.ndarray:
-    """(R, T) replicas switched on at each slot's start, rows being deployments."""
+    """(D, T) replicas switched on at each slot's start (all on at slot 0 are starts)."""
     before = np.concatenate([np.zeros((replicas.shape[0], 1), dtype=replicas.dtype),
                              replicas[:, :-1]], axis=1)
     return np.maximum(replicas - before, 0)
-
-
-def loading_replicas(replicas: np.ndarray, load_slots: np.ndarray) -> np.ndarray:
-    """(R, T) replicas loading in each slot for the starts after it; ``load_slots`` (R,)."""
-    starts = starts_of(replicas)
-    held = np.zeros(starts.shape, dtype=starts.dtype)
-    for row, slots in enumerate(load_slots):
-        for k in range(1, int(slots) + 1):
-            held[row, :-k] += starts[row, k:]
-    return held
 
 
 @dataclass(frozen=True)
@@ -163,7 +145,7 @@ def schedule_energy(problem: BatchProblem, schedule: Schedule) -> ScheduleEnergy
     late = problem.lateness_j()[schedule.job, schedule.slot]
     penalty = float(np.sum(np.where(schedule.served > 0, late, 0.0) * schedule.served))
     idle = float(np.sum(schedule.replicas * idle_w[:, None]) * problem.slot_s)
-    starts = problem.starts(schedule.replicas)
+    starts = starts_of(schedule.replicas)
     switch = float(np.sum(starts * (idle_w * problem.load_s)[:, None]))
     return ScheduleEnergy(active, idle, switch, penalty)
 
