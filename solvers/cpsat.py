@@ -1,15 +1,18 @@
 """The placement-and-routing problem on OR-Tools CP-SAT, which solves integer models only.
 
-Integer scaling (limits are rounded to nearest at a precision that keeps every CP-SAT plan
-within the checker's relative tolerance of 1e-6 of each limit):
+Integer scaling. Each rounded limit is widened by the most its rounding can take off an
+exact plan, so every plan on the routing grid that holds the exact limits is in CP-SAT's
+model (a plan exactly at a limit is not lost to rounding), and every plan CP-SAT returns
+holds each limit within 2e-7 of it (the checker allows 1e-6):
 
 - routing ``x[c, d]`` in thousandths of a request (``REQUEST_UNITS``); each class's total
   lies between its count rounded down and up, and what the rounding left (under 1e-3
   request per class) is placed exactly, in the replica time left on the class's deployments;
 - replica time in a unit chosen per problem so that the smallest nonzero replica time of a
-  routing unit is ``TIME_PRECISION`` units (a rounding error below 5e-7 of any replica's
-  usage), refused when the sums could overflow CP-SAT's 64-bit integers;
-- peak power in microwatts; quality margins in millionths;
+  routing unit is ``TIME_PRECISION`` units (a rounding error below 5e-8 of any replica's
+  usage);
+- peak power in nanowatts; quality margins in units of 1e-7;
+- sums that could overflow CP-SAT's 64-bit integers are refused with a pointer to HiGHS;
 - energy in microjoules (``ENERGY_UNITS_PER_J``), rounded to nearest: the objective is off
   the exact energy of the same plan by at most ``scaling_error_j`` (0.5 mJ per request
   plus 0.5 uJ per replica), and the plan's reported ``objective_j`` is recomputed exactly.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -49,22 +53,25 @@ from solvers.routing import solve_routing
 
 REQUEST_UNITS = 1000
 """Routing units per request."""
-TIME_PRECISION = 10**6
+TIME_PRECISION = 10**7
 """Time units in the smallest nonzero replica time of one routing unit."""
 INT_LIMIT = 2**62
 """Largest sum a CP-SAT linear expression may reach here (int64 with headroom)."""
 ENERGY_UNITS_PER_J = 10**6
-POWER_UNITS_PER_W = 10**6
-QUALITY_UNITS = 10**6
+POWER_UNITS_PER_W = 10**9
+QUALITY_UNITS = 10**7
 CPSAT_SEED = 0
 """CP-SAT's random seed; with one worker a run repeats exactly."""
 
 
 def scaling_error_j(problem: Problem) -> float:
-    """Most the scaled objective can differ from the exact energy of the same plan."""
+    """Most CP-SAT's optimum can differ from the exact optimum through scaling: energy
+    rounding, and moving each routed class by up to one routing unit per deployment onto
+    the grid."""
     requests = float(problem.demand.sum())
     replicas = float(replica_upper_bounds(problem).sum())
-    return 0.5 / ENERGY_UNITS_PER_J * (requests * REQUEST_UNITS + replicas)
+    grid_j = float(np.where(problem.eligible(), problem.energy_j, 0.0).sum()) / REQUEST_UNITS
+    return 0.5 / ENERGY_UNITS_PER_J * (requests * REQUEST_UNITS + replicas) + grid_j
 
 
 def configured_solver(time_left_s: float, gap_rel: float, workers: int):
@@ -78,52 +85,159 @@ def configured_solver(time_left_s: float, gap_rel: float, workers: int):
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = CPSAT_SEED
     solver.parameters.repair_hint = True
+    # The LP relaxation at every node: with one worker, the default level left a
+    # two-deployment plan at a 59 % gap after 30 s that level 2 proves optimal at once.
+    solver.parameters.linearization_level = 2
     return solver
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scaled:
+    """The integer data both of CP-SAT's models share."""
+
+    eligible: np.ndarray
+    upper: np.ndarray
+    kept: np.ndarray
+    units: np.ndarray
+    units_low: np.ndarray
+    occupancy: np.ndarray
+    usable: int
+    peak_power: np.ndarray
+    quality_margin: np.ndarray | None
 
 
 def solve_cpsat(problem: Problem, *, time_limit_s: float = 30.0, gap_rel: float = 5e-3,
                 workers: int = 1) -> Solution:
     """The least-energy plan of ``problem`` by CP-SAT, within ``gap_rel`` of its bound or
-    the best found in ``time_limit_s``; ``Solution.solver`` is ``cpsat``."""
+    the best found in ``time_limit_s``; ``Solution.solver`` is ``cpsat``.
+
+    The first model widens replica time and the quality row by one routing unit per pair
+    (``grid_slack``), so it holds every exact plan, exactly-tight ones included (a replica
+    split 1/3 : 2/3 at full use is off the grid of thousandths); its bound is the bound
+    reported. Where the exact routing LP cannot serve its replicas, the strict model (every
+    grid plan in it holds every limit) is solved in the time left."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
+    scaled = _scale(problem)
+    start = baseline_start(problem)
+
+    def time_left_s() -> float:
+        return time_limit_s - (time.perf_counter() - started)
+
+    def baseline(status_name: str) -> Solution:
+        if start is None:
+            raise NoSolutionError("cpsat", f"no plan within {time_limit_s:g} s ({status_name})")
+        # Like the MILP on a time limit: the baseline start, checked, with no bound.
+        return dataclasses.replace(start, solver="cpsat", status="feasible", bound_j=None,
+                                   gap=None, solve_time_s=time.perf_counter() - started)
+
+    model, n, x = _model(problem, scaled, start, grid_slack=True)
+    solver = configured_solver(time_left_s(), gap_rel, workers)
+    status = solver.solve(model)
+    if status == cp_model.INFEASIBLE:
+        from solvers.diagnose import explain_infeasibility
+
+        raise InfeasibleError(explain_infeasibility(problem))
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return baseline(solver.status_name(status))
+    bound_j = solver.best_objective_bound / ENERGY_UNITS_PER_J
+    replicas = _replicas(problem, solver, n)
+    try:
+        routing = solve_routing(problem, replicas,
+                                time_limit_s=max(time_left_s(), 1.0)).routing
+    except (InfeasibleError, SolverError):
+        model, n, x = _model(problem, scaled, start, grid_slack=False)
+        strict = configured_solver(time_left_s(), gap_rel, workers)
+        status = strict.solve(model)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return baseline(strict.status_name(status))
+        replicas = _replicas(problem, strict, n)
+        routing = np.zeros((len(problem.classes), len(problem.deployments)))
+        for (c, d), var in x.items():
+            routing[c, d] = strict.value(var)
+        routing /= REQUEST_UNITS
+        _place_rounding_rest(problem, replicas, routing, scaled.eligible)
+        # The exact routing LP: never costlier than the grid routing.
+        with contextlib.suppress(InfeasibleError, SolverError):
+            routing = solve_routing(problem, replicas,
+                                    time_limit_s=max(time_left_s(), 1.0)).routing
+    active_j, idle_j = problem.plan_energy_j(replicas, routing)
+    objective_j = active_j + idle_j
+    gap = relative_gap(objective_j, bound_j)
+    # The bound is the scaled model's: a gap within the scaling error is no gap.
+    slack_rel = scaling_error_j(problem) / max(objective_j, 1e-300)
+    return Solution(replicas=replicas, routing=routing, solver="cpsat",
+                    status=status_for_gap(gap, gap_rel + slack_rel), objective_j=objective_j,
+                    bound_j=bound_j, gap=gap, solve_time_s=time.perf_counter() - started)
+
+
+def _scale(problem: Problem) -> _Scaled:
+    """The problem's limits as integers (see the module's docstring), or why they cannot be."""
     eligible = problem.eligible()
     upper = replica_upper_bounds(problem)
     kept = (upper > 0) & eligible.any(axis=0) & ~dominated_deployments(problem)
-    model = cp_model.CpModel()
-    n = {d: model.new_int_var(0, int(upper[d]), f"n{d}") for d in np.flatnonzero(kept)}
     units = np.ceil(problem.demand * REQUEST_UNITS - 1e-9).astype(np.int64)
     units_low = np.floor(problem.demand * REQUEST_UNITS + 1e-9).astype(np.int64)
-    x: dict[tuple[int, int], cp_model.IntVar] = {}
-    for c, d in zip(*np.nonzero(eligible & kept[None, :]), strict=True):
-        x[int(c), int(d)] = model.new_int_var(0, int(units[c]), f"x{c}_{d}")
     reasons = [f"class {problem.classes[c].id}: no deployment meets its quality and SLOs"
                for c in range(len(problem.classes))
-               if units[c] > 0 and not any((c, d) in x for d in n)]
+               if units[c] > 0 and not (eligible[c] & kept).any()]
     if reasons:
         raise InfeasibleError(reasons)
-    for c in range(len(problem.classes)):
-        model.add_linear_constraint(sum(x[c, d] for d in n if (c, d) in x),
-                                    int(min(units_low[c], units[c])), int(units[c]))
-    per_unit_s = problem.occupancy_s[eligible] / REQUEST_UNITS
-    positive = per_unit_s[per_unit_s > 0]
+    per_unit_s = problem.occupancy_s / REQUEST_UNITS
+    positive = per_unit_s[eligible & (per_unit_s > 0)]
     units_per_s = TIME_PRECISION / positive.min() if len(positive) else 1.0
     usable_s = problem.horizon_s * problem.max_utilization
-    if (per_unit_s.max(initial=0.0) * units_per_s * units.sum() > INT_LIMIT
-            or usable_s * units_per_s * upper.max(initial=0) > INT_LIMIT):
-        raise NoSolutionError("cpsat", "replica times span too many orders of magnitude for "
-                                       "CP-SAT's 64-bit integers; use --solver highs")
-    usable = round(usable_s * units_per_s)
+    peak_w = np.array([dep.peak_power_w for dep in problem.deployments])
+    quality = np.array([dep.quality for dep in problem.deployments])
+    margin = (quality - problem.min_mean_quality if problem.min_mean_quality is not None
+              else None)
+    # CP-SAT refuses a row whose terms at their bounds could overflow: the largest is a
+    # deployment's replica time with every class routed to it in full.
+    row_time = (np.where(eligible, per_unit_s, 0.0) * units[:, None]).sum(axis=0)
+    if max(row_time.max(initial=0.0) * units_per_s * (1 + 1e-9),
+           usable_s * units_per_s * upper.max(initial=0),
+           float(peak_w @ upper) * POWER_UNITS_PER_W,
+           (np.abs(margin).max(initial=0.0) if margin is not None else 0.0)
+           * QUALITY_UNITS * units.sum()) > INT_LIMIT:
+        raise NoSolutionError("cpsat", "the plan's times, powers or qualities span too many "
+                                       "orders of magnitude for CP-SAT's 64-bit integers; "
+                                       "use --solver highs")
+    return _Scaled(
+        eligible=eligible, upper=upper, kept=kept, units=units, units_low=units_low,
+        occupancy=np.where(eligible, np.round(per_unit_s * units_per_s), 0).astype(np.int64),
+        # Each term's time rounds by at most half a unit, 0.5 / TIME_PRECISION of itself.
+        usable=math.ceil(usable_s * units_per_s * (1 + 0.5 / TIME_PRECISION)),
+        peak_power=np.round(peak_w * POWER_UNITS_PER_W).astype(np.int64),
+        quality_margin=(np.round(margin * QUALITY_UNITS).astype(np.int64)
+                        if margin is not None else None))
+
+
+def _model(problem: Problem, scaled: _Scaled, start: Solution | None, *, grid_slack: bool):
+    """CP-SAT's model: replica counts ``n[d]``, routing units ``x[c, d]``; with
+    ``grid_slack`` each replica-time and quality row is widened by one routing unit of each
+    pair in it."""
+    from ortools.sat.python import cp_model
+
+    model = cp_model.CpModel()
+    units = scaled.units
+    n = {d: model.new_int_var(0, int(scaled.upper[d]), f"n{d}")
+         for d in np.flatnonzero(scaled.kept)}
+    x: dict[tuple[int, int], cp_model.IntVar] = {}
+    for c, d in zip(*np.nonzero(scaled.eligible & scaled.kept[None, :]), strict=True):
+        x[int(c), int(d)] = model.new_int_var(0, int(units[c]), f"x{c}_{d}")
+    for c in range(len(problem.classes)):
+        model.add_linear_constraint(sum(x[c, d] for d in n if (c, d) in x),
+                                    int(min(scaled.units_low[c], units[c])), int(units[c]))
     for d in n:
         routed = [(c, var) for (c, dd), var in x.items() if dd == d]
-        occupancy = [round(problem.occupancy_s[c, d] / REQUEST_UNITS * units_per_s)
-                     for c, _ in routed]
+        occupancy = [int(scaled.occupancy[c, d]) for c, _ in routed]
+        slack = sum(occupancy) if grid_slack else 0
         model.add(sum(o * var for o, (_, var) in zip(occupancy, routed, strict=True))
-                  <= usable * n[d])
-        for (c, var), o in zip(routed, occupancy, strict=True):
-            if o == 0:
-                model.add(var <= int(units[c]) * n[d])
+                  <= scaled.usable * n[d] + slack)
+        for c, var in routed:
+            # A deployment with no replica serves nothing, slack or not.
+            model.add(var <= int(units[c]) * n[d])
     for pool in problem.pools:
         members = [d for d in n if problem.deployments[d].pool == pool.id]
         if members:
@@ -131,20 +245,23 @@ def solve_cpsat(problem: Problem, *, time_limit_s: float = 30.0, gap_rel: float 
     for rack in problem.racks:
         members = [d for d in n if problem.pool_of(problem.deployments[d]).rack == rack.id]
         if rack.power_cap_w is not None and members:
-            model.add(sum(round(problem.deployments[d].peak_power_w * POWER_UNITS_PER_W)
-                          * n[d] for d in members)
-                      <= round(rack.power_cap_w * POWER_UNITS_PER_W))
-    if problem.min_mean_quality is not None:
-        model.add(sum(round((problem.deployments[d].quality - problem.min_mean_quality)
-                            * QUALITY_UNITS) * var for (_, d), var in x.items()) >= 0)
+            # Half a unit of rounding per replica that can be on, and half for the cap.
+            rounding = 0.5 * (sum(int(scaled.upper[d]) for d in members) + 1)
+            model.add(sum(int(scaled.peak_power[d]) * n[d] for d in members)
+                      <= math.floor(rack.power_cap_w * POWER_UNITS_PER_W + rounding))
+    if scaled.quality_margin is not None:
+        margin = scaled.quality_margin
+        # Half a unit of rounding per routing unit.
+        slack = int(units.sum()) // 2
+        if grid_slack:
+            slack += int(sum(abs(int(margin[d])) for _, d in x))
+        model.add(sum(int(margin[d]) * var for (_, d), var in x.items()) >= -slack)
     idle = {d: round(problem.deployments[d].idle_power_w * problem.horizon_s
                      * ENERGY_UNITS_PER_J) for d in n}
     model.minimize(
         sum(round(problem.energy_j[c, d] * ENERGY_UNITS_PER_J / REQUEST_UNITS) * var
             for (c, d), var in x.items())
         + sum(idle[d] * n[d] for d in n))
-
-    start = baseline_start(problem)
     if start is not None:
         # The best baseline as a hint: CP-SAT starts from a plan instead of searching for one.
         for d, var in n.items():
@@ -152,42 +269,14 @@ def solve_cpsat(problem: Problem, *, time_limit_s: float = 30.0, gap_rel: float 
         share = np.divide(start.routing, np.maximum(problem.demand, 1e-300)[:, None])
         for (c, d), var in x.items():
             model.add_hint(var, round(share[c, d] * units[c]))
-    solver = configured_solver(time_limit_s - (time.perf_counter() - started), gap_rel,
-                               workers)
-    status = solver.solve(model)
-    if status == cp_model.INFEASIBLE:
-        from solvers.diagnose import explain_infeasibility
+    return model, n, x
 
-        raise InfeasibleError(explain_infeasibility(problem))
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        if start is not None:
-            # Like the MILP on a time limit: the baseline start, checked, with no bound.
-            return dataclasses.replace(start, solver="cpsat", status="feasible", bound_j=None,
-                                       gap=None, solve_time_s=time.perf_counter() - started)
-        raise NoSolutionError("cpsat", f"no plan within {time_limit_s:g} s "
-                                       f"({solver.status_name(status)})")
+
+def _replicas(problem: Problem, solver, n: dict) -> np.ndarray:
     replicas = np.zeros(len(problem.deployments), dtype=np.int64)
     for d, var in n.items():
         replicas[d] = solver.value(var)
-    routing = np.zeros((len(problem.classes), len(problem.deployments)))
-    for (c, d), var in x.items():
-        routing[c, d] = solver.value(var)
-    routing /= REQUEST_UNITS
-    _place_rounding_rest(problem, replicas, routing, eligible)
-    # The exact routing LP on CP-SAT's replicas: never costlier than the grid routing, and
-    # it serves exactly-tight limits that a grid of request units cannot.
-    with contextlib.suppress(InfeasibleError, SolverError):
-        routing = solve_routing(problem, replicas, time_limit_s=max(
-            time_limit_s - (time.perf_counter() - started), 1.0)).routing
-    active_j, idle_j = problem.plan_energy_j(replicas, routing)
-    objective_j = active_j + idle_j
-    bound_j = solver.best_objective_bound / ENERGY_UNITS_PER_J
-    gap = relative_gap(objective_j, bound_j)
-    # The bound is the scaled model's: a gap within the scaling error is no gap.
-    slack_rel = scaling_error_j(problem) / max(objective_j, 1e-300)
-    return Solution(replicas=replicas, routing=routing, solver="cpsat",
-                    status=status_for_gap(gap, gap_rel + slack_rel), objective_j=objective_j,
-                    bound_j=bound_j, gap=gap, solve_time_s=time.perf_counter() - started)
+    return replicas
 
 
 def _place_rounding_rest(problem: Problem, replicas: np.ndarray, routing: np.ndarray,

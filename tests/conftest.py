@@ -1,10 +1,21 @@
-"""Shared fixtures: the location of ../shared/data (tests that read it skip when absent)."""
+"""Shared fixtures: the location of ../shared/data (tests that read it skip when absent).
+
+Property tests draw the same examples on every run (hypothesis profile ``repeatable``), so
+a CI run cannot fail on a case the last run never saw; ``HYPOTHESIS_PROFILE=explore make
+test`` draws fresh random ones to hunt for new failures.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -13,7 +13,8 @@ from solvers.checker import assert_valid
 from solvers.cpsat import scaling_error_j, solve_cpsat
 from solvers.errors import InfeasibleError
 from solvers.milp import solve_milp
-from tests.test_solvers import knapsack_like_problem
+from solvers.problem import DemandClass, Pool
+from tests.test_solvers import dep, knapsack_like_problem, make_problem
 from tests.test_solvers_properties import PROPERTY_SETTINGS, problems
 from tests.test_stdout import wattsched
 
@@ -36,6 +37,41 @@ def test_cpsat_agrees_with_highs(problem):
     allowed = AGREE_REL * max(highs.objective_j, 1.0) + scaling_error_j(problem)
     assert abs(cpsat.objective_j - highs.objective_j) <= allowed, (
         cpsat.objective_j, highs.objective_j)
+
+
+def test_an_exactly_full_split_off_the_routing_grid_is_found():
+    # A third and two thirds of one request fill d0 and d1 exactly; on the grid of
+    # thousandths one of them is over, so only the widened first model finds this plan.
+    problem = make_problem(
+        pools=[Pool("pa", "gpu-a", 1, "r0"), Pool("pb", "gpu-b", 1, "r0"),
+               Pool("pc", "gpu-c", 1, "r0")],
+        deployments=[dep("d0", "pa", idle_power_w=10.0), dep("d1", "pb", idle_power_w=10.0),
+                     dep("d2", "pc", idle_power_w=100.0)],
+        classes=[DemandClass("c0", 1.0)],
+        energy_j=[[1.0, 1.0, 1.0]],
+        occupancy_s=[[1800.0, 900.0, 100.0]],
+        horizon_s=600.0,
+    )
+    cpsat = solve_cpsat(problem, gap_rel=0.0)
+    assert_valid(problem, cpsat, "cpsat")
+    assert cpsat.replicas.tolist() == [1, 1, 0]
+    assert cpsat.objective_j == pytest.approx(solve_milp(problem, gap_rel=0.0).objective_j)
+
+
+def test_a_load_just_over_one_replica_gets_a_second_from_the_strict_model():
+    # 600.3 s of work on a 600 s replica: within the first model's one-unit widening, so
+    # the exact routing fails on one replica and the strict model asks for two.
+    problem = make_problem(
+        pools=[Pool("pa", "gpu-a", 2, "r0")],
+        deployments=[dep("d0", "pa")],
+        classes=[DemandClass("c0", 1.0)],
+        energy_j=[[1.0]],
+        occupancy_s=[[600.3]],
+        horizon_s=600.0,
+    )
+    cpsat = solve_cpsat(problem, gap_rel=0.0)
+    assert_valid(problem, cpsat, "cpsat")
+    assert cpsat.replicas.tolist() == [2]
 
 
 def test_cpsat_is_deterministic_and_meets_the_mean_quality_target():

@@ -13,7 +13,9 @@ replicas apart from the ones on).
 Integer scaling: requests served in thousandths (``REQUEST_UNITS``; jobs have whole
 requests, so every job's total is exact); replica time in a unit chosen so the smallest
 replica time of one routing unit is ``TIME_PRECISION`` units, rounded to nearest (under
-5e-7 of any replica's usage); power in milliwatts; energy and penalties in microjoules,
+5e-8 of any replica's usage); power in nanowatts; each rounded limit is widened by the most
+its rounding can take off an exact schedule, as in ``solvers.cpsat``, so a schedule exactly
+at a limit is not lost; energy and penalties in microjoules,
 rounded to nearest, so the objective is within ``scaling_error_j`` (0.5 mJ per request and
 1 uJ per replica-slot) of the exact cost of the same schedule. The routing is then solved
 again exactly, as an LP on the replicas CP-SAT chose (``route_on_replicas``): never
@@ -24,21 +26,22 @@ CP-SAT may need one replica-slot more than the MILP.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 
 from solvers.batch.milp import kept_deployments, route_on_replicas, usable
 from solvers.batch.problem import BatchProblem, Schedule
-from solvers.cpsat import configured_solver
+from solvers.cpsat import (
+    ENERGY_UNITS_PER_J,
+    INT_LIMIT,
+    POWER_UNITS_PER_W,
+    REQUEST_UNITS,
+    TIME_PRECISION,
+    configured_solver,
+)
 from solvers.errors import InfeasibleError, NoSolutionError, ProblemError
-
-REQUEST_UNITS = 1000
-"""Routing units per request: a slot's time splits to a thousandth of a request."""
-TIME_PRECISION = 10**6
-ENERGY_UNITS_PER_J = 10**6
-POWER_UNITS_PER_W = 1000
-INT_LIMIT = 2**62
 
 
 def scaling_error_j(problem: BatchProblem) -> float:
@@ -70,7 +73,9 @@ def solve_batch_cpsat(problem: BatchProblem, *, time_limit_s: float = 60.0,
     per_unit_s = base.occupancy_s[pairs & kept[None, :]] / REQUEST_UNITS
     positive = per_unit_s[per_unit_s > 0]
     units_per_s = TIME_PRECISION / positive.min() if len(positive) else 1.0
-    usable_units = round(problem.slot_s * base.max_utilization * units_per_s)
+    # Each term's time rounds by at most half a unit, 0.5 / TIME_PRECISION of itself.
+    usable_units = math.ceil(problem.slot_s * base.max_utilization * units_per_s
+                             * (1 + 0.5 / TIME_PRECISION))
     if per_unit_s.max(initial=0.0) * units_per_s * counts.sum() * REQUEST_UNITS > INT_LIMIT:
         raise NoSolutionError("cpsat", "replica times span too many orders of magnitude for "
                                        "CP-SAT's 64-bit integers; use the MILP")
@@ -132,8 +137,13 @@ def solve_batch_cpsat(problem: BatchProblem, *, time_limit_s: float = 60.0,
     for rack in base.racks:
         items = rack_items.get(rack.id, [])
         if rack.power_cap_w is not None and items:
+            # Half a unit of rounding per replica that can be on or loading, and half for
+            # the cap.
+            members = [d for d in np.flatnonzero(kept)
+                       if base.pool_of(deps[d]).rack == rack.id]
+            rounding = 0.5 * (sum(int(most_of[d]) for d in members) + 1)
             model.add_cumulative([i for i, _ in items], [w for _, w in items],
-                                 round(rack.power_cap_w * POWER_UNITS_PER_W))
+                                 math.floor(rack.power_cap_w * POWER_UNITS_PER_W + rounding))
 
     x: dict[tuple[int, int, int], cp_model.IntVar] = {}
     for j in range(len(base.classes)):
