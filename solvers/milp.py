@@ -212,6 +212,26 @@ def _solve_sparse(problem: Problem, *, time_limit_s: float, gap_rel: float, thre
         raise InfeasibleError(explain_infeasibility(problem))
     bound_j = relaxed.bound_j
     best = model = None
+
+    def improve(candidate: sparse.SparseModel, start_plan: Solution | None) -> sparse.HighsResult:
+        """Run the MILP on ``candidate`` from the best plan so far (else ``start_plan``) and
+        keep its plan where it is no worse."""
+        nonlocal best, model
+        if best is not None:
+            start = _values_in(candidate, *sparse.plan_arrays(problem, model, best.values))
+        elif start_plan is not None:
+            start = _values_in(candidate, start_plan.replicas, start_plan.routing)
+        else:
+            start = None
+        tried = sparse.run(candidate, integer=True, time_limit_s=left_s(), start_values=start,
+                           **options)
+        if tried.values is not None and (best is None or tried.objective_j <= best.objective_j):
+            best, model = tried, candidate
+        return tried
+
+    def short_of_target() -> bool:
+        return (best is None or relative_gap(best.objective_j, bound_j) > gap_rel) and left_s() > 0
+
     if relaxed.replicas is not None:
         used = kept & (relaxed.replicas > 0)
         seeded = seed is not None and relaxed.status != "optimal"
@@ -219,27 +239,18 @@ def _solve_sparse(problem: Problem, *, time_limit_s: float, gap_rel: float, thre
             # The LP was cut short: the baseline's deployments join and the MILP starts from
             # its plan, so that the time left improves a plan rather than looks for one.
             used |= seed.replicas > 0
-        restricted = sparse.build(problem, used)
-        start = _values_in(restricted, seed.replicas, seed.routing) if seeded else None
-        tried = sparse.run(restricted, integer=True, time_limit_s=left_s(),
-                           start_values=start, **options)
-        if tried.values is not None:
-            best, model = tried, restricted
-    if (best is None or relative_gap(best.objective_j, bound_j) > gap_rel) and left_s() > 0:
-        full = sparse.build(problem, kept if seed is None else kept | (seed.replicas > 0))
-        if best is not None:
-            start = _values_in(full, *sparse.plan_arrays(problem, model, best.values))
-        elif seed is not None:
-            start = _values_in(full, seed.replicas, seed.routing)
-        else:
-            start = None
-        whole = sparse.run(full, integer=True, time_limit_s=left_s(), start_values=start,
-                           **options)
+        # First the columns the LP generated (they hold its optimum and the baseline's
+        # pairs): at XL 77 k columns and 5 s for a plan 0.11 % above the bound, where every
+        # pair of the same deployments took 45-66 s.
+        if relaxed.pairs is not None:
+            improve(sparse.build(problem, used, pairs=relaxed.pairs), seed if seeded else None)
+        if short_of_target():
+            improve(sparse.build(problem, used), seed if seeded else None)
+    if short_of_target():
+        whole = improve(sparse.build(problem, kept if seed is None else kept | (seed.replicas > 0)),
+                        seed)
         if whole.status == "infeasible":
             raise InfeasibleError(explain_infeasibility(problem))
-        if whole.values is not None and (best is None
-                                         or whole.objective_j <= best.objective_j):
-            best, model = whole, full
         if whole.bound_j is not None:
             bound_j = max(bound_j or -np.inf, whole.bound_j)
     if best is None and seed is not None:

@@ -283,6 +283,8 @@ class Relaxation:
     status: str
     replicas: np.ndarray | None
     bound_j: float | None
+    pairs: np.ndarray | None = None
+    """(C, D) the pairs that were columns of the last LP (column generation only)."""
 
 
 def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
@@ -352,7 +354,7 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
             # Out of time: the Lagrangian bound and the replicas of the last round still
             # hold (a restricted LP's plan is a plan: its slack unused, it serves everyone).
             return Relaxation(result.status, last_replicas, (
-                bound_kj * OBJECTIVE_SCALE_J if np.isfinite(bound_kj) else None))
+                bound_kj * OBJECTIVE_SCALE_J if np.isfinite(bound_kj) else None), chosen)
         if serves_everyone(result.values):
             last_replicas = result.values[:n_deps]
         dual = result.row_dual
@@ -377,7 +379,7 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
             if (serves_everyone(result.values)
                     and objective_kj - bound_kj <= stop_gap_rel * abs(objective_kj)):
                 return Relaxation("optimal", result.values[:n_deps],
-                                  bound_kj * OBJECTIVE_SCALE_J)
+                                  bound_kj * OBJECTIVE_SCALE_J, chosen)
         best = np.argsort(np.where(entering, reduced, np.inf), axis=1,
                           kind="stable")[:, :PRICING_ADD_PER_CLASS]
         add = np.zeros_like(entering)
@@ -399,7 +401,7 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
                       np.stack(values, axis=1).ravel())
     if not serves_everyone(result.values):
         return _relaxation(problem, kept, left_s(), threads)
-    return Relaxation("optimal", result.values[:n_deps], result.objective_j)
+    return Relaxation("optimal", result.values[:n_deps], result.objective_j, chosen)
 
 
 def _relaxation(problem: Problem, kept: np.ndarray, time_limit_s: float,
