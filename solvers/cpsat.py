@@ -1,21 +1,26 @@
 """The placement-and-routing problem on OR-Tools CP-SAT, which solves integer models only.
 
-Integer scaling. Each rounded limit is widened by the most its rounding can take off an
-exact plan, so every plan on the routing grid that holds the exact limits is in CP-SAT's
-model (a plan exactly at a limit is not lost to rounding), and every plan CP-SAT returns
-holds each limit within 2e-7 of it (the checker allows 1e-6):
+Integer scaling:
 
 - routing ``x[c, d]`` in thousandths of a request (``REQUEST_UNITS``); each class's total
   lies between its count rounded down and up, and what the rounding left (under 1e-3
   request per class) is placed exactly, in the replica time left on the class's deployments;
 - replica time in a unit chosen per problem so that the smallest nonzero replica time of a
-  routing unit is ``TIME_PRECISION`` units (a rounding error below 5e-8 of any replica's
+  routing unit is ``TIME_PRECISION`` units (a rounding error below 5e-7 of any replica's
   usage);
 - peak power in nanowatts; quality margins in units of 1e-7;
 - sums that could overflow CP-SAT's 64-bit integers are refused with a pointer to HiGHS;
 - energy in microjoules (``ENERGY_UNITS_PER_J``), rounded to nearest: the objective is off
   the exact energy of the same plan by at most ``scaling_error_j`` (0.5 mJ per request
-  plus 0.5 uJ per replica), and the plan's reported ``objective_j`` is recomputed exactly.
+  plus 0.5 uJ per replica, and what moving each routed class onto the grid can cost), and
+  the plan's reported ``objective_j`` is recomputed exactly.
+
+Two models. The first widens each rounded limit by the most its rounding can take off an
+exact plan, and replica time and quality by one routing unit per pair besides, so it holds
+every exact plan, those exactly at a limit or split between thousandths included; its
+replicas are routed by the exact LP, and its bound is the one reported. Where that LP cannot
+serve them (the widening let a replica take a little too much), the strict model, each
+limit rounded to nearest so its plans hold every limit within 5e-7, runs in the time left.
 
 Finer routing and energy units (millionths of a request, nanojoules) left CP-SAT with no
 bound on the bundled default in 30 s; hundredths of a request gave the same plan and bound.
@@ -53,8 +58,9 @@ from solvers.routing import solve_routing
 
 REQUEST_UNITS = 1000
 """Routing units per request."""
-TIME_PRECISION = 10**7
-"""Time units in the smallest nonzero replica time of one routing unit."""
+TIME_PRECISION = 10**6
+"""Time units in the smallest nonzero replica time of one routing unit. At 10**7 CP-SAT
+left M seed 1 at a 9.8 % gap after 60 s, where 10**6 proves 0.3 % in 13 s."""
 INT_LIMIT = 2**62
 """Largest sum a CP-SAT linear expression may reach here (int64 with headroom)."""
 ENERGY_UNITS_PER_J = 10**6
@@ -102,6 +108,7 @@ class _Scaled:
     units_low: np.ndarray
     occupancy: np.ndarray
     usable: int
+    usable_widened: int
     peak_power: np.ndarray
     quality_margin: np.ndarray | None
 
@@ -206,8 +213,9 @@ def _scale(problem: Problem) -> _Scaled:
     return _Scaled(
         eligible=eligible, upper=upper, kept=kept, units=units, units_low=units_low,
         occupancy=np.where(eligible, np.round(per_unit_s * units_per_s), 0).astype(np.int64),
+        usable=round(usable_s * units_per_s),
         # Each term's time rounds by at most half a unit, 0.5 / TIME_PRECISION of itself.
-        usable=math.ceil(usable_s * units_per_s * (1 + 0.5 / TIME_PRECISION)),
+        usable_widened=math.ceil(usable_s * units_per_s * (1 + 0.5 / TIME_PRECISION)),
         peak_power=np.round(peak_w * POWER_UNITS_PER_W).astype(np.int64),
         quality_margin=(np.round(margin * QUALITY_UNITS).astype(np.int64)
                         if margin is not None else None))
@@ -215,8 +223,9 @@ def _scale(problem: Problem) -> _Scaled:
 
 def _model(problem: Problem, scaled: _Scaled, start: Solution | None, *, grid_slack: bool):
     """CP-SAT's model: replica counts ``n[d]``, routing units ``x[c, d]``; with
-    ``grid_slack`` each replica-time and quality row is widened by one routing unit of each
-    pair in it."""
+    ``grid_slack`` each limit is widened by the most its rounding can take off an exact plan,
+    each replica's time also by one routing unit of each pair of its deployment and the
+    quality row by one unit of each pair; without, each limit is rounded to nearest."""
     from ortools.sat.python import cp_model
 
     model = cp_model.CpModel()
@@ -232,12 +241,13 @@ def _model(problem: Problem, scaled: _Scaled, start: Solution | None, *, grid_sl
     for d in n:
         routed = [(c, var) for (c, dd), var in x.items() if dd == d]
         occupancy = [int(scaled.occupancy[c, d]) for c, _ in routed]
-        slack = sum(occupancy) if grid_slack else 0
+        # Per replica, so that a deployment with no replica still serves nothing.
+        usable = scaled.usable_widened + sum(occupancy) if grid_slack else scaled.usable
         model.add(sum(o * var for o, (_, var) in zip(occupancy, routed, strict=True))
-                  <= scaled.usable * n[d] + slack)
-        for c, var in routed:
-            # A deployment with no replica serves nothing, slack or not.
-            model.add(var <= int(units[c]) * n[d])
+                  <= usable * n[d])
+        for (c, var), o in zip(routed, occupancy, strict=True):
+            if o == 0:
+                model.add(var <= int(units[c]) * n[d])
     for pool in problem.pools:
         members = [d for d in n if problem.deployments[d].pool == pool.id]
         if members:
@@ -245,16 +255,17 @@ def _model(problem: Problem, scaled: _Scaled, start: Solution | None, *, grid_sl
     for rack in problem.racks:
         members = [d for d in n if problem.pool_of(problem.deployments[d]).rack == rack.id]
         if rack.power_cap_w is not None and members:
-            # Half a unit of rounding per replica that can be on, and half for the cap.
-            rounding = 0.5 * (sum(int(scaled.upper[d]) for d in members) + 1)
+            # Widened: half a unit of rounding per replica that can be on, and half for
+            # the cap.
+            rounding = (0.5 * (sum(int(scaled.upper[d]) for d in members) + 1)
+                        if grid_slack else 0.0)
             model.add(sum(int(scaled.peak_power[d]) * n[d] for d in members)
-                      <= math.floor(rack.power_cap_w * POWER_UNITS_PER_W + rounding))
+                      <= math.floor(rack.power_cap_w * POWER_UNITS_PER_W + rounding + 0.5))
     if scaled.quality_margin is not None:
         margin = scaled.quality_margin
-        # Half a unit of rounding per routing unit.
-        slack = int(units.sum()) // 2
-        if grid_slack:
-            slack += int(sum(abs(int(margin[d])) for _, d in x))
+        # Widened: half a unit of rounding and one routing unit's margin per pair.
+        slack = (int(units.sum()) // 2 + int(sum(abs(int(margin[d])) for _, d in x))
+                 if grid_slack else 0)
         model.add(sum(int(margin[d]) * var for (_, d), var in x.items()) >= -slack)
     idle = {d: round(problem.deployments[d].idle_power_w * problem.horizon_s
                      * ENERGY_UNITS_PER_J) for d in n}

@@ -13,9 +13,9 @@ replicas apart from the ones on).
 Integer scaling: requests served in thousandths (``REQUEST_UNITS``; jobs have whole
 requests, so every job's total is exact); replica time in a unit chosen so the smallest
 replica time of one routing unit is ``TIME_PRECISION`` units, rounded to nearest (under
-5e-8 of any replica's usage); power in nanowatts; each rounded limit is widened by the most
-its rounding can take off an exact schedule, as in ``solvers.cpsat``, so a schedule exactly
-at a limit is not lost; energy and penalties in microjoules,
+5e-7 of any replica's usage); power in nanowatts, each rack cap widened by the most its
+rounding can take off (so replicas exactly at a cap are not lost); energy and penalties in
+microjoules,
 rounded to nearest, so the objective is within ``scaling_error_j`` (0.5 mJ per request and
 1 uJ per replica-slot) of the exact cost of the same schedule. The routing is then solved
 again exactly, as an LP on the replicas CP-SAT chose (``route_on_replicas``): never
@@ -73,9 +73,7 @@ def solve_batch_cpsat(problem: BatchProblem, *, time_limit_s: float = 60.0,
     per_unit_s = base.occupancy_s[pairs & kept[None, :]] / REQUEST_UNITS
     positive = per_unit_s[per_unit_s > 0]
     units_per_s = TIME_PRECISION / positive.min() if len(positive) else 1.0
-    # Each term's time rounds by at most half a unit, 0.5 / TIME_PRECISION of itself.
-    usable_units = math.ceil(problem.slot_s * base.max_utilization * units_per_s
-                             * (1 + 0.5 / TIME_PRECISION))
+    usable_units = round(problem.slot_s * base.max_utilization * units_per_s)
     if per_unit_s.max(initial=0.0) * units_per_s * counts.sum() * REQUEST_UNITS > INT_LIMIT:
         raise NoSolutionError("cpsat", "replica times span too many orders of magnitude for "
                                        "CP-SAT's 64-bit integers; use the MILP")
