@@ -119,6 +119,44 @@ def _spec_arrays(work: pd.DataFrame, extra_llms: Mapping[str, LlmSpec]) -> dict[
     }
 
 
+def decode_step_costs(s: Mapping[str, np.ndarray], batch, context, tp, c: EngineConstants,
+                      cap_w) -> tuple[np.ndarray, np.ndarray]:
+    """One decode step of ``batch`` sequences at mean ``context`` tokens: its time (s) and each
+    device's power (W). ``s`` holds the spec arrays of ``_spec_arrays`` (weight and cache
+    bytes at this batch and context); a device capped at ``cap_w`` runs slower at the cap."""
+    t_mem = (s["weight_read_bytes"] + batch * s["cache_bytes_per_seq"]) / (
+        tp * s["bandwidth"] * c.bw_eff)
+    step_flops = (2.0 * s["active"] + 4.0 * s["layers"] * s["hidden"] * context) * batch
+    t_comp = step_flops / (tp * s["flops"] * c.mfu_decode)
+    tp_factor = 1.0 + c.tp_overhead * np.log2(tp)
+    # Per-sequence work (sampling, paged-attention bookkeeping) keeps the GPU busy; the fixed
+    # per-step host time leaves it idle.
+    t_gpu = np.maximum(t_mem, t_comp) + c.seq_overhead_s * batch
+    t_step = (t_gpu + c.step_overhead_s) * tp_factor
+    compute_share = t_comp / np.maximum(t_mem, t_comp)
+    gpu_busy_share = t_gpu * tp_factor / t_step
+    decode_w = s["idle_w"] + (s["tdp_w"] - s["idle_w"]) * gpu_busy_share * (
+        c.power_mem + (c.power_comp - c.power_mem) * compute_share)
+    # A capped device slows its clocks: same work at lower power, time stretched to match.
+    stretch = np.maximum(1.0, decode_w / cap_w)
+    return t_step * stretch, decode_w / stretch
+
+
+def prefill_costs(s: Mapping[str, np.ndarray], tokens, tp, c: EngineConstants,
+                  cap_w) -> tuple[np.ndarray, np.ndarray]:
+    """The prefill of ``tokens`` prompt tokens from the start: its time (s, one read of the
+    weights included) and each device's power (W)."""
+    tp_factor = 1.0 + c.tp_overhead * np.log2(tp)
+    prefill_flops = 2.0 * s["active"] * tokens + 2.0 * s["layers"] * s["hidden"] * tokens**2
+    t_prefill = (
+        prefill_flops / (tp * s["flops"] * c.mfu_prefill)
+        + s["weight_bytes"] / (tp * s["bandwidth"] * c.bw_eff)
+    ) * tp_factor
+    prefill_w = s["idle_w"] + (s["tdp_w"] - s["idle_w"]) * c.power_comp
+    stretch = np.maximum(1.0, prefill_w / cap_w)
+    return t_prefill * stretch, prefill_w / stretch
+
+
 def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
                      extra_llms: Mapping[str, LlmSpec] | None = None,
                      itl_is_step: bool = False) -> pd.DataFrame:
@@ -144,38 +182,11 @@ def analytical_costs(work: pd.DataFrame, constants: EngineConstants,
     c = constants
 
     context = m + n / 2.0
-    t_mem = (s["weight_read_bytes"] + batch * s["cache_bytes_per_seq"]) / (
-        tp * s["bandwidth"] * c.bw_eff)
-    step_flops = (2.0 * s["active"] + 4.0 * s["layers"] * s["hidden"] * context) * batch
-    t_comp = step_flops / (tp * s["flops"] * c.mfu_decode)
-    tp_factor = 1.0 + c.tp_overhead * np.log2(tp)
-    # Per-sequence work (sampling, paged-attention bookkeeping) keeps the GPU busy; the fixed
-    # per-step host time leaves it idle.
-    t_gpu = np.maximum(t_mem, t_comp) + c.seq_overhead_s * batch
-    t_step = (t_gpu + c.step_overhead_s) * tp_factor
-
-    prefill_flops = 2.0 * s["active"] * m + 2.0 * s["layers"] * s["hidden"] * m**2
-    t_prefill = (
-        prefill_flops / (tp * s["flops"] * c.mfu_prefill)
-        + s["weight_bytes"] / (tp * s["bandwidth"] * c.bw_eff)
-    ) * tp_factor
-
-    compute_share = t_comp / np.maximum(t_mem, t_comp)
-    gpu_busy_share = t_gpu * tp_factor / t_step
-    dynamic_w = s["tdp_w"] - s["idle_w"]
-    decode_w = s["idle_w"] + dynamic_w * gpu_busy_share * (
-        c.power_mem + (c.power_comp - c.power_mem) * compute_share
-    )
-    prefill_w = s["idle_w"] + dynamic_w * c.power_comp
-
+    cap = np.full(len(work), np.inf)
     if "power_cap_w" in work.columns:
-        # A capped device slows its clocks: same work at lower power, time stretched to match.
-        cap = work["power_cap_w"].to_numpy(float)
-        cap = np.where(np.isfinite(cap), cap, np.inf)
-        decode_stretch = np.maximum(1.0, decode_w / cap)
-        prefill_stretch = np.maximum(1.0, prefill_w / cap)
-        t_step, decode_w = t_step * decode_stretch, decode_w / decode_stretch
-        t_prefill, prefill_w = t_prefill * prefill_stretch, prefill_w / prefill_stretch
+        cap = np.nan_to_num(work["power_cap_w"].to_numpy(float), nan=np.inf)
+    t_step, decode_w = decode_step_costs(s, batch, context, tp, c, cap)
+    t_prefill, prefill_w = prefill_costs(s, m, tp, c, cap)
 
     decode_share_s = n * t_step / batch
     replica_s = t_prefill + decode_share_s

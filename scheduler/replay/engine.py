@@ -1,0 +1,213 @@
+"""One replica as vLLM (V1) serves it, step by step.
+
+Each step, the scheduler spends a budget of ``max_batched_tokens``: first one token for
+every running sequence that is decoding, then the next prefill chunk of running sequences
+whose prompt is not all in the cache, then new sequences from the waiting queue (first come,
+first served) while fewer than ``max_batch`` run. KV blocks of ``BLOCK_TOKENS`` tokens are
+allocated as a sequence's context grows; when a decoding sequence needs a block and none is
+free, the sequence admitted last is preempted: its blocks are freed and it goes back to the
+head of the queue, to recompute its prompt and the tokens it had generated (vLLM's
+recompute preemption). A step's time and energy are its decode step (the decoding sequences
+at their mean context) plus each prefill chunk (``energy_models.steps.StepCosts``); a
+sequence whose prompt completes in a step has its first token at that step's end.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from energy_models.memory import BLOCK_TOKENS
+from energy_models.steps import StepCosts
+
+DEFAULT_MAX_BATCHED_TOKENS = 8192
+"""vLLM V1's token budget per step for online serving on data-centre GPUs."""
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """A replica to simulate: its deployment, costs and vLLM's limits."""
+
+    id: str
+    deployment: int
+    """Index of the plan's deployment this replica belongs to."""
+    costs: StepCosts
+    max_batch: int
+    """max_num_seqs."""
+    kv_capacity_tokens: int
+    max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS
+
+
+@dataclass(eq=False)
+class Sequence:
+    """A request inside a replica (compared by identity: the scheduler looks them up in its
+    queues every step)."""
+
+    request: int
+    input_tokens: int
+    output_tokens: int
+    prefill_target: int
+    """Tokens to have in the cache before the next token: the prompt, or after a preemption
+    the prompt and the tokens generated before it."""
+    prefilled: int = 0
+    generated: int = 0
+    blocks: int = 0
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+
+    @property
+    def context(self) -> int:
+        return self.prefilled if self.prefilled < self.prefill_target else (
+            self.input_tokens + self.generated)
+
+
+@dataclass
+class StepRecord:
+    """What a replica did in one step."""
+
+    start_s: float
+    duration_s: float
+    energy_j: float
+    running: int
+    decode_batch: int
+    prefill_tokens: int
+
+
+@dataclass(eq=False)
+class Replica:
+    """A replica's state during the simulation."""
+
+    spec: ReplicaSpec
+    waiting: deque[Sequence] = field(default_factory=deque)
+    running: list[Sequence] = field(default_factory=list)
+    busy: bool = False
+    free_blocks: int = 0
+    preemptions: int = 0
+    steps: list[StepRecord] = field(default_factory=list)
+    _in_step: list[tuple[Sequence, int]] = field(default_factory=list)
+    """(sequence, prefill tokens this step; 0 for a decode token) of the step under way."""
+
+    def __post_init__(self) -> None:
+        self.free_blocks = self.spec.kv_capacity_tokens // BLOCK_TOKENS
+
+    @property
+    def load(self) -> int:
+        """Requests on the replica: the router's measure of its queue."""
+        return len(self.waiting) + len(self.running)
+
+    def admit(self, sequence: Sequence) -> None:
+        self.waiting.append(sequence)
+
+    def _grow(self, sequence: Sequence, tokens: int) -> bool:
+        """Allocate the blocks ``sequence`` needs to hold ``tokens`` more; False if none left."""
+        need = math.ceil((sequence.context + tokens) / BLOCK_TOKENS) - sequence.blocks
+        if need <= 0:
+            return True
+        if need > self.free_blocks:
+            return False
+        self.free_blocks -= need
+        sequence.blocks += need
+        return True
+
+    def _preempt(self, sequence: Sequence) -> None:
+        self.running.remove(sequence)
+        self.free_blocks += sequence.blocks
+        sequence.blocks = 0
+        sequence.prefilled = 0
+        sequence.prefill_target = sequence.input_tokens + sequence.generated
+        self.waiting.appendleft(sequence)
+        self.preemptions += 1
+
+    def start_step(self, now_s: float) -> float | None:
+        """Schedule and start one step at ``now_s``; its duration, or None with nothing to do."""
+        plan = self._schedule()
+        while not plan and self.running:
+            # Every running sequence is mid-prefill and the blocks are gone: the last one
+            # admitted gives way, as vLLM preempts when a step cannot be scheduled.
+            self._preempt(self.running[-1])
+            plan = self._schedule()
+        if not plan:
+            return None
+        return self._run(now_s, plan)
+
+    def _schedule(self) -> list[tuple[Sequence, int]]:
+        """One step's work under the token budget: (sequence, prefill tokens; 0 to decode)."""
+        budget = self.spec.max_batched_tokens
+        plan: list[tuple[Sequence, int]] = []
+        decoding = [s for s in self.running if s.prefilled >= s.prefill_target]
+        for sequence in decoding:
+            if sequence not in self.running:
+                continue  # preempted to make room for an earlier one
+            while not self._grow(sequence, 1):
+                victim = self.running[-1]
+                self._preempt(victim)
+                if victim is sequence:
+                    break
+            if sequence in self.running and budget > 0:
+                plan.append((sequence, 0))
+                budget -= 1
+        for sequence in self.running:
+            if sequence.prefilled < sequence.prefill_target and budget > 0:
+                chunk = min(sequence.prefill_target - sequence.prefilled, budget)
+                if self._grow(sequence, chunk):
+                    plan.append((sequence, chunk))
+                    budget -= chunk
+        while self.waiting and budget > 0 and len(self.running) < self.spec.max_batch:
+            sequence = self.waiting[0]
+            chunk = min(sequence.prefill_target - sequence.prefilled, budget)
+            if not self._grow(sequence, chunk):
+                break
+            self.waiting.popleft()
+            self.running.append(sequence)
+            plan.append((sequence, chunk))
+            budget -= chunk
+        return plan
+
+    def _run(self, now_s: float, plan: list[tuple[Sequence, int]]) -> float:
+        decoders = [s for s, chunk in plan if chunk == 0]
+        duration_s = energy_j = 0.0
+        if decoders:
+            context = sum(s.context for s in decoders) / len(decoders)
+            step_s, step_w = self.spec.costs.decode_step(len(decoders), context)
+            duration_s += step_s
+            energy_j += step_s * step_w
+        prefill_tokens = 0
+        for sequence, chunk in plan:
+            if chunk:
+                chunk_s, chunk_w = self.spec.costs.prefill(sequence.prefilled, chunk)
+                duration_s += chunk_s
+                energy_j += chunk_s * chunk_w
+                prefill_tokens += chunk
+        self.steps.append(StepRecord(now_s, duration_s, energy_j, len(self.running),
+                                     len(decoders), prefill_tokens))
+        self._in_step = plan
+        self.busy = True
+        return duration_s
+
+    def end_step(self, now_s: float) -> tuple[list[Sequence], list[tuple[int, float]]]:
+        """Finish the step under way at ``now_s``: the sequences that completed, and
+        (request, inter-token gap) of the tokens this step produced after a first."""
+        finished, gaps_s = [], []
+        for sequence, chunk in self._in_step:
+            if sequence not in self.running:
+                continue
+            if chunk:
+                sequence.prefilled += chunk
+                if sequence.prefilled < sequence.prefill_target:
+                    continue
+            if sequence.first_token_s is None:
+                sequence.first_token_s = now_s
+            else:
+                gaps_s.append((sequence.request, now_s - sequence.last_token_s))
+            sequence.last_token_s = now_s
+            sequence.generated += 1
+            if sequence.generated >= sequence.output_tokens:
+                finished.append(sequence)
+        for sequence in finished:
+            self.running.remove(sequence)
+            self.free_blocks += sequence.blocks
+            sequence.blocks = 0
+        self._in_step = []
+        self.busy = False
+        return finished, gaps_s
