@@ -95,13 +95,26 @@ class StepCosts:
         decode_s = output_tokens * step_s / batch
         return prefill_s + decode_s, prefill_w * prefill_s + step_w * decode_s
 
-    def calibrated(self, batch: int, input_tokens: float, output_tokens: float, *,
-                   replica_s: float, energy_j: float) -> StepCosts:
-        """A copy whose steady state at (``batch``, tokens) is ``replica_s`` and ``energy_j``
-        per request (a fitted or predicted price): time scaled, then power above idle."""
-        own_s, _ = self.steady_state(batch, input_tokens, output_tokens)
+    def calibrated(self, batch: int, input_tokens, output_tokens, *, replica_s: float,
+                   energy_j: float, weights=None) -> StepCosts:
+        """A copy whose steady state at ``batch`` over the requests of ``input_tokens`` and
+        ``output_tokens`` (numbers, or arrays of a mix with ``weights``) adds up to
+        ``replica_s`` and ``energy_j``, weighted the same way (a fitted or predicted price):
+        time scaled first, then power above idle."""
+        tokens_in = np.atleast_1d(np.asarray(input_tokens, dtype=float))
+        tokens_out = np.broadcast_to(np.asarray(output_tokens, dtype=float), tokens_in.shape)
+        share = np.ones_like(tokens_in) if weights is None else np.broadcast_to(
+            np.asarray(weights, dtype=float), tokens_in.shape)
+
+        def totals(costs: StepCosts) -> tuple[float, float]:
+            pairs = [costs.steady_state(batch, m, n) for m, n in zip(tokens_in, tokens_out,
+                                                                     strict=True)]
+            return (float(np.dot(share, [t for t, _ in pairs])),
+                    float(np.dot(share, [e for _, e in pairs])))
+
+        own_s, _ = totals(self)
         timed = dataclasses.replace(self, time_scale=self.time_scale * replica_s / own_s)
-        _, timed_j = timed.steady_state(batch, input_tokens, output_tokens)
+        _, timed_j = totals(timed)
         idle_j = self.idle_power_w * replica_s
         scale = (energy_j - idle_j) / max(timed_j - idle_j, 1e-12)
         return dataclasses.replace(timed, busy_power_scale=self.busy_power_scale

@@ -1,0 +1,56 @@
+"""A plan replayed: its replicas with the planner's costs, every request served on a
+deployment its class is routed to."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scheduler.inventory import load_fleet
+from scheduler.pipeline import run_plan
+from scheduler.replay.from_plan import plan_requests, replay_solution, replica_specs
+from tests.test_stdout import SMALL_WORKLOAD
+from workloads.spec import load_workload
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    path = tmp_path_factory.mktemp("workload") / "small.yaml"
+    path.write_text(SMALL_WORKLOAD)
+    workload = load_workload(path)
+    return run_plan(load_fleet(), workload, baselines=False), workload
+
+
+def test_each_replica_costs_what_the_planner_priced(planned):
+    outcome, _ = planned
+    built, solution = outcome.built, outcome.plan.solution
+    problem = built.problem
+    specs = replica_specs(built, solution)
+    assert len(specs) == int(solution.replicas.sum())
+    for spec in specs:
+        d = spec.deployment
+        row = built.deployments.iloc[d]
+        weights = solution.routing[:, d] / solution.routing[:, d].sum()
+        steady = [spec.costs.steady_state(int(row.batch), m + row.recompute_tokens, n)
+                  for m, n in zip(built.classes.input_tokens, built.classes.output_tokens,
+                                  strict=True)]
+        replica_s = weights @ np.array([s for s, _ in steady])
+        energy_j = weights @ np.array([e for _, e in steady])
+        gross_j = problem.energy_j[:, d] + spec.costs.idle_power_w * problem.occupancy_s[:, d]
+        assert replica_s == pytest.approx(weights @ problem.occupancy_s[:, d], rel=1e-9)
+        assert energy_j == pytest.approx(weights @ gross_j, rel=1e-9)
+
+
+def test_every_request_is_served_where_its_class_is_routed(planned):
+    outcome, workload = planned
+    built, solution = outcome.built, outcome.plan.solution
+    result = replay_solution(built, solution, workload.requests)
+    requests = plan_requests(built, workload.requests)
+    assert (result.replica >= 0).all()
+    assert np.isfinite(result.e2e_s).all()
+    deployment = np.array([spec.deployment for spec in replica_specs(built, solution)])
+    assert (solution.routing[requests.request_class, deployment[result.replica]] > 0).all()
+    assert (result.ttft_s > 0).all()
+    assert (result.e2e_s >= result.ttft_s).all()
+    assert result.end_s >= built.problem.horizon_s
+    assert result.energy_j > 0
