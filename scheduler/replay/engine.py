@@ -8,8 +8,9 @@ allocated as a sequence's context grows; when a decoding sequence needs a block 
 free, the sequence admitted last is preempted: its blocks are freed and it goes back to the
 head of the queue, to recompute its prompt and the tokens it had generated (vLLM's
 recompute preemption). A step's time and energy are its decode step (the decoding sequences
-at their mean context) plus each prefill chunk (``energy_models.steps.StepCosts``); a
-sequence whose prompt completes in a step has its first token at that step's end.
+at their mean context, rounded to a whole token) plus each prefill chunk
+(``energy_models.steps.StepCosts``); a sequence whose prompt completes in a step has its
+first token at that step's end.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Sequence:
     prefilled: int = 0
     generated: int = 0
     blocks: int = 0
+    active: bool = False
+    """In the running batch (not waiting, preempted or finished)."""
     first_token_s: float | None = None
     last_token_s: float | None = None
 
@@ -87,6 +90,14 @@ class Replica:
     steps: list[StepRecord] = field(default_factory=list)
     _in_step: list[tuple[Sequence, int]] = field(default_factory=list)
     """(sequence, prefill tokens this step; 0 for a decode token) of the step under way."""
+    _decode_costs: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+
+    def _decode_step(self, batch: int, context_tokens: int) -> tuple[float, float]:
+        """The step costs at (batch, mean context in whole tokens), computed once each."""
+        key = (batch, context_tokens)
+        if key not in self._decode_costs:
+            self._decode_costs[key] = self.spec.costs.decode_step(batch, context_tokens)
+        return self._decode_costs[key]
 
     def __post_init__(self) -> None:
         self.free_blocks = self.spec.kv_capacity_tokens // BLOCK_TOKENS
@@ -101,7 +112,10 @@ class Replica:
 
     def _grow(self, sequence: Sequence, tokens: int) -> bool:
         """Allocate the blocks ``sequence`` needs to hold ``tokens`` more; False if none left."""
-        need = math.ceil((sequence.context + tokens) / BLOCK_TOKENS) - sequence.blocks
+        held = sequence.context + tokens
+        if held <= sequence.blocks * BLOCK_TOKENS:
+            return True
+        need = math.ceil(held / BLOCK_TOKENS) - sequence.blocks
         if need <= 0:
             return True
         if need > self.free_blocks:
@@ -112,6 +126,7 @@ class Replica:
 
     def _preempt(self, sequence: Sequence) -> None:
         self.running.remove(sequence)
+        sequence.active = False
         self.free_blocks += sequence.blocks
         sequence.blocks = 0
         sequence.prefilled = 0
@@ -137,14 +152,14 @@ class Replica:
         plan: list[tuple[Sequence, int]] = []
         decoding = [s for s in self.running if s.prefilled >= s.prefill_target]
         for sequence in decoding:
-            if sequence not in self.running:
+            if not sequence.active:
                 continue  # preempted to make room for an earlier one
             while not self._grow(sequence, 1):
                 victim = self.running[-1]
                 self._preempt(victim)
                 if victim is sequence:
                     break
-            if sequence in self.running and budget > 0:
+            if sequence.active and budget > 0:
                 plan.append((sequence, 0))
                 budget -= 1
         for sequence in self.running:
@@ -160,6 +175,7 @@ class Replica:
                 break
             self.waiting.popleft()
             self.running.append(sequence)
+            sequence.active = True
             plan.append((sequence, chunk))
             budget -= chunk
         return plan
@@ -168,8 +184,8 @@ class Replica:
         decoders = [s for s, chunk in plan if chunk == 0]
         duration_s = energy_j = 0.0
         if decoders:
-            context = sum(s.context for s in decoders) / len(decoders)
-            step_s, step_w = self.spec.costs.decode_step(len(decoders), context)
+            step_s, step_w = self._decode_step(
+                len(decoders), round(sum(s.context for s in decoders) / len(decoders)))
             duration_s += step_s
             energy_j += step_s * step_w
         prefill_tokens = 0
@@ -190,7 +206,7 @@ class Replica:
         (request, inter-token gap) of the tokens this step produced after a first."""
         finished, gaps_s = [], []
         for sequence, chunk in self._in_step:
-            if sequence not in self.running:
+            if not sequence.active:
                 continue
             if chunk:
                 sequence.prefilled += chunk
@@ -206,6 +222,7 @@ class Replica:
                 finished.append(sequence)
         for sequence in finished:
             self.running.remove(sequence)
+            sequence.active = False
             self.free_blocks += sequence.blocks
             sequence.blocks = 0
         self._in_step = []
