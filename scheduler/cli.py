@@ -162,6 +162,49 @@ def plan(
                 err.print(f"plan written to {out}", highlight=False)
 
 
+class ReplayFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def replay(
+    fleet: Annotated[Path | None, typer.Option(help="Fleet inventory YAML (default: the bundled example fleet).")] = None,  # noqa: E501
+    workload: Annotated[Path | None, typer.Option(help="Workload YAML (default: bundled seeded chat and code traffic).")] = None,  # noqa: E501
+    fmt: Annotated[ReplayFormat, typer.Option("--format", help="What to print on stdout.")] = ReplayFormat.table,  # noqa: E501
+    time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds for the plan.")] = 30.0,  # noqa: E501
+    models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`.")] = None,  # noqa: E501
+) -> None:
+    """Plan, then replay the plan and every baseline on the workload's arrivals, request by
+    request (continuous batching, chunked prefill, KV cache): energy and SLOs as served."""
+    from scheduler.inventory import load_fleet
+    from scheduler.pipeline import run_plan
+    from scheduler.replay.compare import replay_plans
+    from scheduler.report import render_replay, to_json
+    from workloads.spec import load_workload
+
+    with user_errors(), warnings_to_stderr():
+        require_seconds("--time-limit", time_limit, "30")
+        with err.status("loading fleet and workload") as status:
+            fleet_spec = load_fleet(fleet)
+            work = load_workload(workload)
+            fitted = load_models(models)
+
+            def progress(message: str) -> None:
+                status.update(message)
+                if err.is_terminal:
+                    err.print(message, highlight=False)
+
+            outcome = run_plan(fleet_spec, work, models=fitted, time_limit_s=time_limit,
+                               progress=progress)
+            doc = {"fleet": fleet_spec.name, "workload": work.name,
+                   **replay_plans(outcome, work.requests, progress)}
+        if fmt is ReplayFormat.json:
+            sys.stdout.write(to_json(doc))
+        else:
+            render_replay(wide_console(), doc)
+
+
 class BatchSolver(str, Enum):
     milp = "milp"
     cpsat = "cpsat"

@@ -102,3 +102,18 @@ def test_the_same_requests_replay_the_same_way():
     assert np.array_equal(first.e2e_s, again.e2e_s, equal_nan=True)
     assert np.array_equal(first.itl_s, again.itl_s)
     assert first.energy_j == again.energy_j
+
+
+def test_power_over_time_keeps_the_energy_and_idles_between_steps():
+    from scheduler.replay.summary import power_over_time
+
+    # Replica c belongs to a deployment no class is routed to: it only idles.
+    result = simulate([replica("a"), replica("b"), replica("c", 1)], np.array([[1.0, 0.0]]),
+                      requests([0.5, 3.2, 3.3], 800, 50), horizon_s=10.0)
+    starts, power = power_over_time(result, resolution_s=0.5)
+    assert len(starts) == power.shape[1]
+    assert (power.sum(axis=1) * 0.5).sum() == pytest.approx(result.energy_j)
+    idle_w = costs().idle_power_w
+    assert power[:, -1] == pytest.approx([idle_w] * 3)
+    assert power[2] == pytest.approx(np.full(power.shape[1], idle_w))
+    assert power.max() > idle_w

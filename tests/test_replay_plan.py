@@ -54,3 +54,30 @@ def test_every_request_is_served_where_its_class_is_routed(planned):
     assert (result.e2e_s >= result.ttft_s).all()
     assert result.end_s >= built.problem.horizon_s
     assert result.energy_j > 0
+
+
+def test_replay_command_prints_one_json_document_the_same_each_run(tmp_path):
+    from tests.test_stdout import one_json_document, wattsched
+
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_WORKLOAD)
+    first = wattsched("replay", "--workload", str(path), "--format", "json")
+    doc = one_json_document(first)
+    assert first.stderr == ""
+    assert "optimised" in doc["plans"]
+    assert set(doc["saving_pct"]) == set(doc["plans"]) - {"optimised"}
+    optimised = doc["plans"]["optimised"]
+    assert optimised["requests"] > 0
+    assert optimised["replayed_energy_j"] == pytest.approx(
+        optimised["active_energy_j"] + optimised["idle_energy_j"])
+    assert 0.0 <= optimised["slo_attainment"] <= 1.0
+    assert wattsched("replay", "--workload", str(path), "--format", "json").stdout == first.stdout
+
+
+def test_replay_command_names_a_bad_option():
+    from tests.test_stdout import wattsched
+
+    result = wattsched("replay", "--time-limit", "-1")
+    assert result.returncode == 2
+    assert "--time-limit" in result.stderr
+    assert result.stdout == ""

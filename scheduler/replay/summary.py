@@ -1,0 +1,76 @@
+"""What a replay says about a plan: energy (busy and idle), SLO attainment, latency
+percentiles and power over time, beside what the plan promised."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.replay.simulate import ReplayResult, Requests
+from solvers.problem import Problem
+
+POWER_RESOLUTION_S = 1.0
+"""Width of the bins power over time is averaged in (peak power is the highest bin)."""
+
+
+def power_over_time(result: ReplayResult,
+                    resolution_s: float = POWER_RESOLUTION_S) -> tuple[np.ndarray, np.ndarray]:
+    """(bin start times, power per replica (R, bins)) in ``resolution_s`` bins from 0 to the
+    window's end: idle power plus each step's energy above idle, spread over its duration."""
+    edges = np.arange(0.0, result.end_s + resolution_s, resolution_s)
+    power = np.empty((len(result.steps), len(edges) - 1))
+    for k, steps in enumerate(result.steps):
+        idle_w = result.idle_power_w[k]
+        if not len(steps["start_s"]):
+            power[k] = idle_w
+            continue
+        excess = np.cumsum(steps["energy_j"] - idle_w * steps["duration_s"])
+        ends = steps["start_s"] + steps["duration_s"]
+        # Steps of a replica follow one another, so the cumulative excess energy is a
+        # monotone piecewise-linear function of time: rising during steps, flat between.
+        times = np.column_stack([steps["start_s"], ends]).ravel()
+        before = np.concatenate([[0.0], excess[:-1]])
+        values = np.column_stack([before, excess]).ravel()
+        at_edges = np.interp(edges, times, values, left=0.0)
+        power[k] = idle_w + np.diff(at_edges) / resolution_s
+    return edges[:-1], power
+
+
+def slo_met(result: ReplayResult, problem: Problem, requests: Requests) -> np.ndarray:
+    """Per request: served, and its TTFT, mean inter-token gap and end-to-end latency within
+    its class's SLOs (the gap against the ITL SLO, as the planner prices it)."""
+    slo = {kind: np.array([getattr(c, f"slo_{kind}") for c in problem.classes])[
+        requests.request_class] for kind in ("ttft_s", "itl_s", "e2e_s")}
+    with np.errstate(invalid="ignore"):
+        return ((result.replica >= 0) & (result.ttft_s <= slo["ttft_s"])
+                & ((result.tpot_s <= slo["itl_s"]) | np.isnan(result.tpot_s))
+                & (result.e2e_s <= slo["e2e_s"]))
+
+
+def replay_summary(result: ReplayResult, problem: Problem, requests: Requests,
+                   planned_energy_j: float) -> dict[str, float | int]:
+    """The replay's numbers for a report or JSON (energies in J, times in s, power in W)."""
+    _, power = power_over_time(result)
+    served = result.replica >= 0
+
+    def percentile(values: np.ndarray, q: float) -> float:
+        values = values[np.isfinite(values)]
+        return float(np.percentile(values, q)) if len(values) else float("nan")
+
+    return {
+        "planned_energy_j": float(planned_energy_j),
+        "replayed_energy_j": result.energy_j,
+        "active_energy_j": float(result.busy_energy_j.sum()),
+        "idle_energy_j": float(result.idle_energy_j.sum()),
+        "slo_attainment": float(slo_met(result, problem, requests).mean()) if len(requests)
+        else 1.0,
+        "ttft_p50_s": percentile(result.ttft_s, 50),
+        "ttft_p99_s": percentile(result.ttft_s, 99),
+        "itl_p50_s": percentile(result.itl_s, 50),
+        "itl_p99_s": percentile(result.itl_s, 99),
+        "e2e_p99_s": percentile(result.e2e_s, 99),
+        "mean_power_w": result.energy_j / result.end_s if result.end_s > 0 else 0.0,
+        "peak_power_w": float(power.sum(axis=0).max(initial=0.0)),
+        "requests": len(requests),
+        "unserved": int((~served).sum()),
+        "preemptions": int(result.preemptions.sum()),
+    }
