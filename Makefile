@@ -33,3 +33,5 @@ bench: $(BIN)/wattsched
 	$(BIN)/python benchmarks/predictor_accuracy.py
 	$(BIN)/python benchmarks/batch_scale.py
 	$(BIN)/python benchmarks/batch_hardware_choice.py
+	$(BIN)/python benchmarks/replay_powertrace.py
+	$(BIN)/python benchmarks/replay_mlenergy.py

@@ -170,3 +170,29 @@ def test_batch_hardware_choice_benchmark(capsys):
     assert "all pools" in out
     assert "only h100" in out
     assert "choosing the hardware saves" in out or "only the mixed fleet" in out
+
+
+def test_replay_mlenergy_benchmark(shared_data, capsys):
+    assert _main("replay_mlenergy.py")(["--data", str(shared_data), "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "sim tok/s" in out
+    assert "J/tok err: median |error|" in out
+
+
+def test_replay_mlenergy_benchmark_skips_without_data(tmp_path, capsys):
+    assert _main("replay_mlenergy.py")(["--data", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_replay_powertrace_benchmark(shared_data, capsys):
+    if not (shared_data / "powertrace").is_dir():
+        pytest.skip("../shared/data/powertrace is absent")
+    assert _main("replay_powertrace.py")(["--data", str(shared_data), "--seeds", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "qwen3-8b_h100_tp1_rate4_validate" in out
+    assert "energy kJ: median |error|" in out
+
+
+def test_replay_powertrace_benchmark_skips_without_data(tmp_path, capsys):
+    assert _main("replay_powertrace.py")(["--data", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
