@@ -60,8 +60,10 @@ def plan_document(
     fleet: str,
     workload: str,
     sources: list[dict[str, str]],
+    replayed: dict[str, float | int] | None = None,
 ) -> dict[str, Any]:
-    """One JSON-able object: the optimised plan, its provenance and every baseline."""
+    """One JSON-able object: the optimised plan, its provenance, every baseline and, where
+    given, the optimised plan's replay (``scheduler.replay.summary.replay_summary``)."""
     sol = plan.solution
     doc: dict[str, Any] = {
         "fleet": fleet,
@@ -86,6 +88,8 @@ def plan_document(
         "sources": sources,
         "baselines": {},
     }
+    if replayed is not None:
+        doc["replay"] = {k: _num(v) if isinstance(v, float) else v for k, v in replayed.items()}
     for name, other in baselines.items():
         if isinstance(other, str):
             doc["baselines"][name] = {"status": "infeasible", "reason": other,
@@ -117,8 +121,10 @@ def kwh_decimals(energies_j: list[float], *, least: int = 2, most: int = 6) -> i
 
 
 def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str],
-                  sources: list[dict[str, str]]) -> None:
-    """The plan, the energy comparison and the cost sources, for a terminal."""
+                  sources: list[dict[str, str]],
+                  replayed: dict[str, float | int] | None = None) -> None:
+    """The plan, the energy comparison, the replay where given, and the cost sources, for a
+    terminal."""
     sol = plan.solution
     gap = "n/a" if sol.gap is None else f"{sol.gap:.2%}"
     what = ("Energy-optimal routing on the replicas given" if sol.solver == ROUTING_SOLVER
@@ -161,6 +167,19 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
     for other in baselines.values():
         if isinstance(other, str):
             console.print(other, highlight=False)
+    if replayed is not None:
+        side = Table(title="The optimised plan as planned and as replayed on the workload's "
+                           "arrivals (wattsched replay compares every plan)")
+        for col in ("", "energy", "SLO met", "TTFT p99", "ITL p99", "E2E p99", "peak power"):
+            side.add_column(col, justify="left" if col == "" else "right")
+        side.add_row("planned", f"{plan.energy_j / 3.6e6:,.{decimals}f} kWh",
+                     f"{plan.slo_attainment:.1%}", "", "", "",
+                     f"{plan.peak_power_w / 1e3:,.2f} kW")
+        side.add_row("replayed", f"{replayed['replayed_energy_j'] / 3.6e6:,.{decimals}f} kWh",
+                     f"{replayed['slo_attainment']:.1%}", f"{replayed['ttft_p99_s']:.2f} s",
+                     f"{replayed['itl_p99_s'] * 1e3:.0f} ms", f"{replayed['e2e_p99_s']:.1f} s",
+                     f"{replayed['peak_power_w'] / 1e3:,.2f} kW")
+        console.print(side)
 
     table = Table(title="Cost sources per (llm, device): which priced which deployments, and why "
                         "a fit was not used")

@@ -81,3 +81,20 @@ def test_replay_command_names_a_bad_option():
     assert result.returncode == 2
     assert "--time-limit" in result.stderr
     assert result.stdout == ""
+
+
+def test_plan_replay_reports_the_replay_beside_the_plan(tmp_path):
+    from tests.test_stdout import one_json_document, wattsched
+
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_WORKLOAD)
+    doc = one_json_document(wattsched("plan", "--workload", str(path), "--no-baselines",
+                                      "--replay", "--format", "json"))
+    replay = doc["replay"]
+    assert replay["planned_energy_j"] == pytest.approx(doc["energy_j"], rel=1e-5)
+    assert replay["requests"] == doc["requests"]
+    assert replay["replayed_energy_j"] > 0
+    assert 0.0 <= replay["slo_attainment"] <= 1.0
+    plain = one_json_document(wattsched("plan", "--workload", str(path), "--no-baselines",
+                                        "--format", "json"))
+    assert "replay" not in plain
