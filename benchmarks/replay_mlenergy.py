@@ -31,7 +31,7 @@ from energy_models.catalog.specs import get_device, get_llm
 from energy_models.measurements.mlenergy import V3_FILE, measurements_v3
 from energy_models.memory import serving_memory
 from energy_models.steps import StepCosts
-from scheduler.replay.engine import ReplicaSpec
+from scheduler.replay.engine import ReplicaSpec, vllm_token_budget
 from scheduler.replay.simulate import Requests, simulate
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -51,7 +51,8 @@ def simulate_row(row: pd.Series, rng: np.random.Generator) -> dict[str, float]:
     n = int(np.clip(3 * max_seqs, 300, 3000))
     outputs = np.maximum(1, np.round(rng.exponential(row.output_tokens, n))).astype(int)
     inputs = np.full(n, int(row.input_tokens))
-    spec = ReplicaSpec("r", 0, costs, max_seqs, memory.kv_capacity_tokens)
+    spec = ReplicaSpec("r", 0, costs, max_seqs, memory.kv_capacity_tokens,
+                       vllm_token_budget(device))
     result = simulate([spec], np.ones((1, 1)),
                       Requests(np.zeros(n), np.zeros(n, dtype=int), inputs, outputs))
     done_s = np.sort((result.e2e_s)[np.isfinite(result.e2e_s)])

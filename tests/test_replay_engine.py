@@ -10,7 +10,7 @@ from energy_models.analytical.model import shipped_constants
 from energy_models.catalog.specs import get_device, get_llm
 from energy_models.memory import serving_memory
 from energy_models.steps import StepCosts
-from scheduler.replay.engine import ReplicaSpec
+from scheduler.replay.engine import ReplicaSpec, vllm_token_budget
 from scheduler.replay.simulate import Requests, simulate
 
 LLM, DEVICE = "llama-3.1-8b", "H100-SXM"
@@ -25,7 +25,8 @@ def replica(rid: str = "r0", deployment: int = 0, *, max_batch: int = 64,
     if kv_capacity_tokens is None:
         kv_capacity_tokens = serving_memory(get_llm(LLM), get_device(DEVICE), 1, max_batch,
                                             1000.0).kv_capacity_tokens
-    return ReplicaSpec(rid, deployment, costs(), max_batch, kv_capacity_tokens)
+    return ReplicaSpec(rid, deployment, costs(), max_batch, kv_capacity_tokens,
+                       vllm_token_budget(get_device(DEVICE)))
 
 
 def requests(arrival_s, input_tokens, output_tokens, request_class=0) -> Requests:
@@ -117,3 +118,9 @@ def test_power_over_time_keeps_the_energy_and_idles_between_steps():
     assert power[:, -1] == pytest.approx([idle_w] * 3)
     assert power[2] == pytest.approx(np.full(power.shape[1], idle_w))
     assert power.max() > idle_w
+
+
+def test_vllms_token_budget_follows_its_defaults_by_device():
+    assert vllm_token_budget(get_device("H100-SXM")) == 8192
+    assert vllm_token_budget(get_device("A100-80GB")) == 2048
+    assert vllm_token_budget(get_device("L4")) == 2048

@@ -1,6 +1,6 @@
 """One replica as vLLM (V1) serves it, step by step.
 
-Each step, the scheduler spends a budget of ``max_batched_tokens``: first one token for
+Each step, the scheduler spends a budget of ``max_batched_tokens`` tokens: first one token for
 every running sequence that is decoding, then the next prefill chunk of running sequences
 whose prompt is not all in the cache, then new sequences from the waiting queue (first come,
 first served) while fewer than ``max_batch`` run. KV blocks of ``BLOCK_TOKENS`` tokens are
@@ -19,11 +19,19 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+from energy_models.catalog.specs import DeviceSpec
 from energy_models.memory import BLOCK_TOKENS
 from energy_models.steps import StepCosts
 
-DEFAULT_MAX_BATCHED_TOKENS = 8192
-"""vLLM V1's token budget per step for online serving on data-centre GPUs."""
+GIB = 2**30
+
+
+def vllm_token_budget(device: DeviceSpec) -> int:
+    """vLLM's default max_num_batched_tokens for its OpenAI server on ``device``
+    (``EngineArgs.get_batch_defaults``): 8,192 on devices of 70 GiB or more other than A100
+    (whose throughput drops with it, vLLM PR #17885), else 2,048."""
+    large = device.memory_gb * 1e9 >= 70 * GIB and "a100" not in device.name.lower()
+    return 8192 if large else 2048
 
 
 @dataclass(frozen=True)
@@ -37,7 +45,8 @@ class ReplicaSpec:
     max_batch: int
     """max_num_seqs."""
     kv_capacity_tokens: int
-    max_batched_tokens: int = DEFAULT_MAX_BATCHED_TOKENS
+    max_batched_tokens: int
+    """Token budget per step (``vllm_token_budget`` unless the server sets it)."""
 
 
 @dataclass(eq=False)

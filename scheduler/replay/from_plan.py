@@ -17,7 +17,7 @@ from energy_models.catalog.specs import get_device, get_llm
 from energy_models.memory import serving_memory
 from energy_models.steps import StepCosts
 from scheduler.build import Built
-from scheduler.replay.engine import ReplicaSpec
+from scheduler.replay.engine import ReplicaSpec, vllm_token_budget
 from scheduler.replay.simulate import ReplayResult, Requests, simulate
 from solvers.problem import Solution
 
@@ -52,7 +52,8 @@ def replica_specs(built: Built, solution: Solution) -> list[ReplicaSpec]:
                                    1.0).kv_capacity_tokens
         for k in range(int(solution.replicas[d])):
             specs.append(ReplicaSpec(f"{row.deployment}#{k}", int(d), costs,
-                                     int(row.max_num_seqs), kv_tokens))
+                                     int(row.max_num_seqs), kv_tokens,
+                                     vllm_token_budget(device)))
     return specs
 
 
