@@ -157,7 +157,7 @@ def plan(
                 replayed = replay_summary(
                     replay_solution(outcome.built, outcome.plan.solution, work.requests),
                     outcome.built.problem, plan_requests(outcome.built, work.requests),
-                    outcome.plan.energy_j)
+                    outcome.plan.energy_j, outcome.built.classes.kind)
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources(), replayed=replayed)
         if out is not None:

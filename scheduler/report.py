@@ -380,3 +380,18 @@ def render_replay(console: Console, doc: dict) -> None:
                       f"{s['ttft_p99_s']:.2f}", f"{s['itl_p99_s'] * 1e3:.0f}",
                       f"{s['e2e_p99_s']:.1f}", f"{s['peak_power_w'] / 1e3:,.1f}", saving)
     console.print(table)
+    kinds = sorted({kind for s in summaries.values() for kind in s["slo_by_kind"]})
+    by_kind = Table(title="Share of requests within their SLOs, by kind: all of them (TTFT / "
+                          "ITL / E2E on their own)", box=box.SIMPLE_HEAD)
+    by_kind.add_column("plan", no_wrap=True)
+    for kind in kinds:
+        by_kind.add_column(kind, justify="right")
+    for name, s in summaries.items():
+        cells = []
+        for kind in kinds:
+            k = s["slo_by_kind"].get(kind)
+            cells.append("" if k is None else
+                         f"{k['attainment']:.1%} ({k['ttft_met']:.0%} / {k['itl_met']:.0%} / "
+                         f"{k['e2e_met']:.0%})")
+        by_kind.add_row(name, *cells)
+    console.print(by_kind)

@@ -71,6 +71,9 @@ def test_replay_command_prints_one_json_document_the_same_each_run(tmp_path):
     assert optimised["replayed_energy_j"] == pytest.approx(
         optimised["active_energy_j"] + optimised["idle_energy_j"])
     assert 0.0 <= optimised["slo_attainment"] <= 1.0
+    assert set(optimised["slo_by_kind"]) == {"chat", "code"}
+    for kind in optimised["slo_by_kind"].values():
+        assert kind["attainment"] <= min(kind["ttft_met"], kind["itl_met"], kind["e2e_met"])
     assert wattsched("replay", "--workload", str(path), "--format", "json").stdout == first.stdout
 
 

@@ -25,7 +25,8 @@ def replay_plans(outcome, requests: pd.DataFrame,
     for number, (name, plan) in enumerate(plans.items(), start=1):
         progress(f"replaying {number}/{len(plans)}: {name}")
         result = replay_solution(outcome.built, plan.solution, requests)
-        summaries[name] = replay_summary(result, outcome.built.problem, arrivals, plan.energy_j)
+        summaries[name] = replay_summary(result, outcome.built.problem, arrivals, plan.energy_j,
+                                         outcome.built.classes.kind)
     optimised_j = summaries["optimised"]["replayed_energy_j"]
     saving = {name: 100.0 * (1.0 - optimised_j / summary["replayed_energy_j"])
               for name, summary in summaries.items() if name != "optimised"}

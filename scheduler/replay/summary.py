@@ -3,6 +3,8 @@ percentiles and power over time, beside what the plan promised."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from scheduler.replay.simulate import ReplayResult, Requests
@@ -35,20 +37,32 @@ def power_over_time(result: ReplayResult,
     return edges[:-1], power
 
 
-def slo_met(result: ReplayResult, problem: Problem, requests: Requests) -> np.ndarray:
-    """Per request: served, and its TTFT, mean inter-token gap and end-to-end latency within
-    its class's SLOs (the gap against the ITL SLO, as the planner prices it)."""
+def slo_checks(result: ReplayResult, problem: Problem,
+               requests: Requests) -> dict[str, np.ndarray]:
+    """Per request, whether it was served and whether its TTFT, mean inter-token gap and
+    end-to-end latency are within its class's SLOs (the gap against the ITL SLO, as the
+    planner prices it; a request with one output token has no gap)."""
     slo = {kind: np.array([getattr(c, f"slo_{kind}") for c in problem.classes])[
         requests.request_class] for kind in ("ttft_s", "itl_s", "e2e_s")}
     with np.errstate(invalid="ignore"):
-        return ((result.replica >= 0) & (result.ttft_s <= slo["ttft_s"])
-                & ((result.tpot_s <= slo["itl_s"]) | np.isnan(result.tpot_s))
-                & (result.e2e_s <= slo["e2e_s"]))
+        return {
+            "served": result.replica >= 0,
+            "ttft": result.ttft_s <= slo["ttft_s"],
+            "itl": (result.tpot_s <= slo["itl_s"]) | np.isnan(result.tpot_s),
+            "e2e": result.e2e_s <= slo["e2e_s"],
+        }
+
+
+def slo_met(result: ReplayResult, problem: Problem, requests: Requests) -> np.ndarray:
+    """Per request: served, and every latency within its class's SLOs."""
+    return np.logical_and.reduce(list(slo_checks(result, problem, requests).values()))
 
 
 def replay_summary(result: ReplayResult, problem: Problem, requests: Requests,
-                   planned_energy_j: float) -> dict[str, float | int]:
-    """The replay's numbers for a report or JSON (energies in J, times in s, power in W)."""
+                   planned_energy_j: float, class_kinds) -> dict[str, Any]:
+    """The replay's numbers for a report or JSON (energies in J, times in s, power in W);
+    ``slo_by_kind``: per request kind (``class_kinds`` gives each class's), the share of its
+    requests that met every SLO and each SLO on its own."""
     _, power = power_over_time(result)
     served = result.replica >= 0
 
@@ -73,4 +87,14 @@ def replay_summary(result: ReplayResult, problem: Problem, requests: Requests,
         "requests": len(requests),
         "unserved": int((~served).sum()),
         "preemptions": int(result.preemptions.sum()),
+        "slo_by_kind": _slo_by_kind(slo_checks(result, problem, requests),
+                                    np.asarray(class_kinds)[requests.request_class]),
     }
+
+
+def _slo_by_kind(checks: dict[str, np.ndarray], kinds: np.ndarray) -> dict[str, dict]:
+    met = np.logical_and.reduce(list(checks.values()))
+    return {str(kind): {"attainment": float(met[kinds == kind].mean()),
+                        **{f"{name}_met": float(ok[kinds == kind].mean())
+                           for name, ok in checks.items() if name != "served"}}
+            for kind in sorted(set(kinds))}
