@@ -186,6 +186,7 @@ def replay(
     fmt: Annotated[ReplayFormat, typer.Option("--format", help="What to print on stdout.")] = ReplayFormat.table,  # noqa: E501
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds for the plan.")] = 30.0,  # noqa: E501
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`.")] = None,  # noqa: E501
+    report: Annotated[Path | None, typer.Option(help="Write index.html (one self-contained page) and the PNGs behind it to this folder.")] = None,  # noqa: E501
 ) -> None:
     """Plan, then replay the plan and every baseline on the workload's arrivals, request by
     request (continuous batching, chunked prefill, KV cache): energy and SLOs as served."""
@@ -209,8 +210,13 @@ def replay(
 
             outcome = run_plan(fleet_spec, work, models=fitted, time_limit_s=time_limit,
                                progress=progress)
-            doc = {"fleet": fleet_spec.name, "workload": work.name,
-                   **replay_plans(outcome, work.requests, progress)}
+            compared, replays = replay_plans(outcome, work.requests, progress)
+            doc = {"fleet": fleet_spec.name, "workload": work.name, **compared}
+            if report is not None:
+                from scheduler.replay.report import write_report
+
+                progress(f"writing the report to {report}")
+                write_report(report, doc, replays, outcome.built, work.requests)
         if fmt is ReplayFormat.json:
             sys.stdout.write(to_json(doc))
         else:

@@ -101,3 +101,50 @@ def test_plan_replay_reports_the_replay_beside_the_plan(tmp_path):
     plain = one_json_document(wattsched("plan", "--workload", str(path), "--no-baselines",
                                         "--format", "json"))
     assert "replay" not in plain
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    from tests.test_stdout import wattsched
+
+    folder = tmp_path_factory.mktemp("report")
+    workload = folder / "small.yaml"
+    workload.write_text(SMALL_WORKLOAD)
+    result = wattsched("replay", "--workload", str(workload), "--report", str(folder / "out"))
+    assert result.returncode == 0, result.stderr
+    return folder / "out"
+
+
+def test_replay_report_is_one_page_with_its_pictures_embedded(report):
+    names = {p.name for p in report.iterdir()}
+    assert {"index.html", "energy.png", "latency_chat.png", "latency_code.png", "power.png",
+            "load.png"} <= names
+    for png in report.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (report / "index.html").read_text()
+    assert page.count("data:image/png;base64,") == len(list(report.glob("*.png")))
+    assert "<table>" in page
+    assert "optimised" in page
+    assert not [p for p in report.iterdir() if p.suffix == ".tmp"]
+
+
+def test_replay_report_renders_in_a_headless_browser(report, tmp_path):
+    import shutil
+    import subprocess
+
+    browser = next((shutil.which(name) for name in ("chromium", "chromium-browser",
+                                                    "google-chrome") if shutil.which(name)),
+                   None)
+    if browser is None:
+        pytest.skip("no headless browser installed")
+    shot = tmp_path / "page.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+                    "--window-size=1200,3000", (report / "index.html").as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    # A rendered page: more than a blank screen of one colour.
+    assert pixels.std() > 0.05

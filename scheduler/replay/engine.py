@@ -82,6 +82,7 @@ class StepRecord:
     duration_s: float
     energy_j: float
     running: int
+    waiting: int
     decode_batch: int
     prefill_tokens: int
 
@@ -205,7 +206,7 @@ class Replica:
                 energy_j += chunk_s * chunk_w
                 prefill_tokens += chunk
         self.steps.append(StepRecord(now_s, duration_s, energy_j, len(self.running),
-                                     len(decoders), prefill_tokens))
+                                     len(self.waiting), len(decoders), prefill_tokens))
         self._in_step = plan
         self.busy = True
         return duration_s

@@ -44,8 +44,8 @@ class ReplayResult:
     """The request each gap belongs to."""
     replica_ids: tuple[str, ...]
     steps: tuple[dict[str, np.ndarray], ...]
-    """Per replica: ``start_s``, ``duration_s``, ``energy_j``, ``running``, ``decode_batch``,
-    ``prefill_tokens`` of every step."""
+    """Per replica: ``start_s``, ``duration_s``, ``energy_j``, ``running``, ``waiting``,
+    ``decode_batch``, ``prefill_tokens`` of every step."""
     idle_power_w: np.ndarray
     preemptions: np.ndarray
     end_s: float
@@ -137,6 +137,7 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
 
 
 def _step_arrays(replica: Replica) -> dict[str, np.ndarray]:
-    columns = ("start_s", "duration_s", "energy_j", "running", "decode_batch", "prefill_tokens")
+    columns = ("start_s", "duration_s", "energy_j", "running", "waiting", "decode_batch",
+               "prefill_tokens")
     return {column: np.array([getattr(step, column) for step in replica.steps], dtype=float)
             for column in columns}

@@ -14,6 +14,19 @@ POWER_RESOLUTION_S = 1.0
 """Width of the bins power over time is averaged in (peak power is the highest bin)."""
 
 
+def accrued(steps: dict[str, np.ndarray], amounts: np.ndarray,
+            times_s: np.ndarray) -> np.ndarray:
+    """How much of ``amounts`` (one per step, accruing evenly over the step) has accrued by
+    each of ``times_s``. A replica's steps follow one another, so the running total is a
+    monotone piecewise-linear function of time: rising during steps, flat between."""
+    if not len(amounts):
+        return np.zeros(len(times_s))
+    total = np.cumsum(amounts)
+    times = np.column_stack([steps["start_s"], steps["start_s"] + steps["duration_s"]]).ravel()
+    values = np.column_stack([np.concatenate([[0.0], total[:-1]]), total]).ravel()
+    return np.interp(times_s, times, values, left=0.0)
+
+
 def power_over_time(result: ReplayResult,
                     resolution_s: float = POWER_RESOLUTION_S) -> tuple[np.ndarray, np.ndarray]:
     """(bin start times, power per replica (R, bins)) in ``resolution_s`` bins from 0 to the
@@ -22,18 +35,8 @@ def power_over_time(result: ReplayResult,
     power = np.empty((len(result.steps), len(edges) - 1))
     for k, steps in enumerate(result.steps):
         idle_w = result.idle_power_w[k]
-        if not len(steps["start_s"]):
-            power[k] = idle_w
-            continue
-        excess = np.cumsum(steps["energy_j"] - idle_w * steps["duration_s"])
-        ends = steps["start_s"] + steps["duration_s"]
-        # Steps of a replica follow one another, so the cumulative excess energy is a
-        # monotone piecewise-linear function of time: rising during steps, flat between.
-        times = np.column_stack([steps["start_s"], ends]).ravel()
-        before = np.concatenate([[0.0], excess[:-1]])
-        values = np.column_stack([before, excess]).ravel()
-        at_edges = np.interp(edges, times, values, left=0.0)
-        power[k] = idle_w + np.diff(at_edges) / resolution_s
+        excess_j = accrued(steps, steps["energy_j"] - idle_w * steps["duration_s"], edges)
+        power[k] = idle_w + np.diff(excess_j) / resolution_s
     return edges[:-1], power
 
 
