@@ -150,14 +150,19 @@ def plan(
                                replicas=current, progress=progress)
             replayed = None
             if replay:
-                from scheduler.replay.from_plan import plan_requests, replay_solution
+                from scheduler.replay.from_plan import (
+                    plan_requests,
+                    replay_solution,
+                    unused_idle_power_w,
+                )
                 from scheduler.replay.summary import replay_summary
 
                 progress("replaying the plan on the workload's arrivals")
                 replayed = replay_summary(
                     replay_solution(outcome.built, outcome.plan.solution, work.requests),
                     outcome.built.problem, plan_requests(outcome.built, work.requests),
-                    outcome.plan.energy_j, outcome.built.classes.kind)
+                    outcome.plan.energy_j, outcome.built.classes.kind,
+                    unused_idle_power_w(outcome.built, outcome.plan.solution, fleet_spec))
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources(), replayed=replayed)
         if out is not None:
@@ -210,7 +215,7 @@ def replay(
 
             outcome = run_plan(fleet_spec, work, models=fitted, time_limit_s=time_limit,
                                progress=progress)
-            compared, replays = replay_plans(outcome, work.requests, progress)
+            compared, replays = replay_plans(outcome, work.requests, fleet_spec, progress)
             doc = {"fleet": fleet_spec.name, "workload": work.name, **compared}
             if report is not None:
                 from scheduler.replay.report import write_report

@@ -14,6 +14,8 @@ A fleet file is YAML::
         power_cap_w: 500        # optional per-device power limit
         price_per_hour: 4.0     # optional, per device
     llms: [llama-3.1-8b, llama-3.1-70b]
+    unused_devices: off         # optional: off (default) or idle, how the replay counts
+                                # devices that hold no replica
     defaults:                   # optional, all fields optional
       slo: {ttft_s: 2.0, itl_s: 0.1, e2e_s: null}
       min_quality: 60
@@ -31,7 +33,7 @@ import re
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
@@ -166,8 +168,17 @@ class Fleet(StrictModel):
     pools: tuple[PoolSpec, ...]
     llms: tuple[Annotated[str, AfterValidator(_catalog_name(get_llm))], ...]
     defaults: Defaults = Defaults()
+    unused_devices: Literal["off", "idle"] = "off"
+    """Devices that hold no replica: switched off, or drawing their idle power (the replay
+    counts it)."""
     where: str = ""
     """The file the fleet came from, for messages that blame it."""
+
+    @field_validator("unused_devices", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare ``off`` as false.
+        return "off" if value is False else value
 
     @field_validator("racks", "defaults", mode="before")
     @classmethod

@@ -148,3 +148,37 @@ def test_replay_report_renders_in_a_headless_browser(report, tmp_path):
     pixels = imread(shot)
     # A rendered page: more than a blank screen of one colour.
     assert pixels.std() > 0.05
+
+
+def test_unused_devices_idle_adds_their_idle_power_over_the_window(planned):
+    from energy_models.catalog.specs import get_device
+    from scheduler.replay.compare import replay_plans
+
+    outcome, workload = planned
+    fleet = load_fleet()
+    off, _ = replay_plans(outcome, workload.requests, fleet)
+    idle_fleet = fleet.model_copy(update={"unused_devices": "idle"})
+    on, _ = replay_plans(outcome, workload.requests, idle_fleet)
+    solution, deployments = outcome.plan.solution, outcome.built.deployments
+    used = {pool.id: int((solution.replicas * deployments.tp)[deployments.pool == pool.id].sum())
+            for pool in fleet.pools}
+    unused_w = sum((pool.count - used[pool.id]) * get_device(pool.device).idle_w
+                   for pool in fleet.pools)
+    assert unused_w > 0
+    window_s = off["plans"]["optimised"]["replayed_energy_j"] / off["plans"]["optimised"][
+        "mean_power_w"]
+    extra_j = on["plans"]["optimised"]["idle_energy_j"] - off["plans"]["optimised"][
+        "idle_energy_j"]
+    assert extra_j == pytest.approx(unused_w * window_s)
+    assert on["plans"]["optimised"]["peak_power_w"] == pytest.approx(
+        off["plans"]["optimised"]["peak_power_w"] + unused_w)
+
+
+def test_a_bare_yaml_off_reads_as_off(tmp_path):
+    path = tmp_path / "fleet.yaml"
+    path.write_text("pools: [{id: a, device: H100, count: 2}]\nllms: [llama-3.1-8b]\n"
+                    "unused_devices: off\n")
+    assert load_fleet(path).unused_devices == "off"
+    path.write_text("pools: [{id: a, device: H100, count: 2}]\nllms: [llama-3.1-8b]\n"
+                    "unused_devices: idle\n")
+    assert load_fleet(path).unused_devices == "idle"

@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from scheduler.inventory import Fleet
 from scheduler.plan import Plan
-from scheduler.replay.from_plan import plan_requests, replay_solution
+from scheduler.replay.from_plan import plan_requests, replay_solution, unused_idle_power_w
 from scheduler.replay.simulate import ReplayResult
 from scheduler.replay.summary import replay_summary
 
 
-def replay_plans(outcome, requests: pd.DataFrame,
+def replay_plans(outcome, requests: pd.DataFrame, fleet: Fleet,
                  progress: Callable[[str], None] = lambda message: None,
                  ) -> tuple[dict, dict[str, tuple[Plan, ReplayResult]]]:
     """The document: ``plans``, per plan (``optimised``, then each baseline that can serve
@@ -29,8 +30,9 @@ def replay_plans(outcome, requests: pd.DataFrame,
         progress(f"replaying {number}/{len(plans)}: {name}")
         result = replay_solution(outcome.built, plan.solution, requests)
         replays[name] = (plan, result)
-        summaries[name] = replay_summary(result, outcome.built.problem, arrivals, plan.energy_j,
-                                         outcome.built.classes.kind)
+        summaries[name] = replay_summary(
+            result, outcome.built.problem, arrivals, plan.energy_j, outcome.built.classes.kind,
+            unused_idle_power_w(outcome.built, plan.solution, fleet))
     optimised_j = summaries["optimised"]["replayed_energy_j"]
     saving = {name: 100.0 * (1.0 - optimised_j / summary["replayed_energy_j"])
               for name, summary in summaries.items() if name != "optimised"}

@@ -17,6 +17,7 @@ from energy_models.catalog.specs import get_device, get_llm
 from energy_models.memory import serving_memory
 from energy_models.steps import StepCosts
 from scheduler.build import Built
+from scheduler.inventory import Fleet
 from scheduler.replay.engine import ReplicaSpec, vllm_token_budget
 from scheduler.replay.simulate import ReplayResult, Requests, simulate
 from solvers.problem import Solution
@@ -69,3 +70,14 @@ def replay_solution(built: Built, solution: Solution, requests: pd.DataFrame) ->
     """Replay ``requests`` on the replicas and routing of ``solution``."""
     return simulate(replica_specs(built, solution), solution.routing,
                     plan_requests(built, requests), horizon_s=built.problem.horizon_s)
+
+
+def unused_idle_power_w(built: Built, solution: Solution, fleet: Fleet) -> float:
+    """Idle power of the devices that hold no replica, where the fleet keeps them on
+    (``unused_devices: idle``); 0 where they are off."""
+    if fleet.unused_devices == "off":
+        return 0.0
+    used = (built.deployments.assign(devices=solution.replicas * built.deployments.tp)
+            .groupby("pool").devices.sum())
+    return float(sum((pool.count - used.get(pool.id, 0)) * get_device(pool.device).idle_w
+                     for pool in fleet.pools))

@@ -62,11 +62,14 @@ def slo_met(result: ReplayResult, problem: Problem, requests: Requests) -> np.nd
 
 
 def replay_summary(result: ReplayResult, problem: Problem, requests: Requests,
-                   planned_energy_j: float, class_kinds) -> dict[str, Any]:
+                   planned_energy_j: float, class_kinds,
+                   unused_idle_w: float = 0.0) -> dict[str, Any]:
     """The replay's numbers for a report or JSON (energies in J, times in s, power in W);
     ``slo_by_kind``: per request kind (``class_kinds`` gives each class's), the share of its
-    requests that met every SLO and each SLO on its own."""
+    requests that met every SLO and each SLO on its own. ``unused_idle_w``: devices without
+    a replica that stay on, counted as idle energy over the window."""
     _, power = power_over_time(result)
+    unused_j = unused_idle_w * result.end_s
     served = result.replica >= 0
 
     def percentile(values: np.ndarray, q: float) -> float:
@@ -75,9 +78,9 @@ def replay_summary(result: ReplayResult, problem: Problem, requests: Requests,
 
     return {
         "planned_energy_j": float(planned_energy_j),
-        "replayed_energy_j": result.energy_j,
+        "replayed_energy_j": result.energy_j + unused_j,
         "active_energy_j": float(result.busy_energy_j.sum()),
-        "idle_energy_j": float(result.idle_energy_j.sum()),
+        "idle_energy_j": float(result.idle_energy_j.sum()) + unused_j,
         "slo_attainment": float(slo_met(result, problem, requests).mean()) if len(requests)
         else 1.0,
         "ttft_p50_s": percentile(result.ttft_s, 50),
@@ -85,8 +88,9 @@ def replay_summary(result: ReplayResult, problem: Problem, requests: Requests,
         "itl_p50_s": percentile(result.itl_s, 50),
         "itl_p99_s": percentile(result.itl_s, 99),
         "e2e_p99_s": percentile(result.e2e_s, 99),
-        "mean_power_w": result.energy_j / result.end_s if result.end_s > 0 else 0.0,
-        "peak_power_w": float(power.sum(axis=0).max(initial=0.0)),
+        "mean_power_w": (result.energy_j + unused_j) / result.end_s if result.end_s > 0
+        else 0.0,
+        "peak_power_w": float(power.sum(axis=0).max(initial=0.0)) + unused_idle_w,
         "requests": len(requests),
         "unserved": int((~served).sum()),
         "preemptions": int(result.preemptions.sum()),
