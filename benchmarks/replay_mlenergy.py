@@ -29,9 +29,8 @@ import pandas as pd
 from energy_models.analytical.model import shipped_constants
 from energy_models.catalog.specs import get_device, get_llm
 from energy_models.measurements.mlenergy import V3_FILE, measurements_v3
-from energy_models.memory import serving_memory
 from energy_models.steps import StepCosts
-from scheduler.replay.engine import ReplicaSpec, vllm_token_budget
+from scheduler.replay.engine import vllm_replica
 from scheduler.replay.simulate import Requests, simulate
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -46,13 +45,10 @@ def simulate_row(row: pd.Series, rng: np.random.Generator) -> dict[str, float]:
     llm, device = get_llm(row.llm), get_device(row.device)
     max_seqs = int(row.max_num_seqs)
     costs = StepCosts(llm, device, int(row.tp), shipped_constants()["vllm"])
-    memory = serving_memory(llm, device, int(row.tp), max_seqs, row.input_tokens
-                            + row.output_tokens / 2)
     n = int(np.clip(3 * max_seqs, 300, 3000))
     outputs = np.maximum(1, np.round(rng.exponential(row.output_tokens, n))).astype(int)
     inputs = np.full(n, int(row.input_tokens))
-    spec = ReplicaSpec("r", 0, costs, max_seqs, memory.kv_capacity_tokens,
-                       vllm_token_budget(device))
+    spec = vllm_replica("r", 0, costs, max_seqs)
     result = simulate([spec], np.ones((1, 1)),
                       Requests(np.zeros(n), np.zeros(n, dtype=int), inputs, outputs))
     done_s = np.sort((result.e2e_s)[np.isfinite(result.e2e_s)])

@@ -34,10 +34,9 @@ import pandas as pd
 from energy_models.analytical.model import shipped_constants
 from energy_models.catalog.specs import get_device, get_llm
 from energy_models.measurements.powertrace import MANIFEST_FILE, POWER_FILE, read_run
-from energy_models.memory import serving_memory
 from energy_models.registry import UnknownNameError
 from energy_models.steps import StepCosts
-from scheduler.replay.engine import ReplicaSpec
+from scheduler.replay.engine import vllm_replica
 from scheduler.replay.simulate import Requests, simulate
 from scheduler.replay.summary import power_over_time
 
@@ -95,11 +94,8 @@ def simulated(run, manifest: dict, seed: int) -> dict[str, float]:
     inputs, outputs = _lengths(rng, total_in, n), _lengths(rng, total_out, n)
     server = manifest["server"]
     llm, device = get_llm(run.model), get_device(run.device)
-    memory = serving_memory(llm, device, run.tp, server["max_num_seqs"],
-                            float(inputs.mean() + outputs.mean() / 2))
-    spec = ReplicaSpec("r", 0, StepCosts(llm, device, run.tp, shipped_constants()["vllm"]),
-                       server["max_num_seqs"], memory.kv_capacity_tokens,
-                       server["max_num_batched_tokens"])
+    spec = vllm_replica("r", 0, StepCosts(llm, device, run.tp, shipped_constants()["vllm"]),
+                        server["max_num_seqs"], server["max_num_batched_tokens"])
     window_s = float(run.samples.t_s.iloc[-1])
     result = simulate([spec], np.ones((1, 1)),
                       Requests(arrival_s, np.zeros(n, dtype=int), inputs, outputs),

@@ -71,6 +71,17 @@ def load_models(path: Path | None) -> FittedModels | None:
     return None if path is None else FittedModels.load(path)
 
 
+def announcer(status):
+    """A progress callback: the status line, and on a terminal a line per step. Piped or
+    logged, stderr keeps only warnings and errors: one line on failure."""
+    def progress(message: str) -> None:
+        status.update(message)
+        if err.is_terminal:
+            err.print(message, highlight=False)
+
+    return progress
+
+
 def require_seconds(option: str, value: float, example: str) -> None:
     """A duration option must be a finite number of seconds > 0."""
     if not (math.isfinite(value) and value > 0):
@@ -139,30 +150,17 @@ def plan(
             fitted = load_models(models)
             current = None if replicas is None else load_replicas(replicas, fleet_spec)
 
-            def progress(message: str) -> None:
-                # Piped or logged, stderr keeps only warnings and errors: one line on failure.
-                status.update(message)
-                if err.is_terminal:
-                    err.print(message, highlight=False)
-
+            progress = announcer(status)
             outcome = run_plan(fleet_spec, work, models=fitted, solver=solver.value,
                                time_limit_s=time_limit, gap_rel=gap, baselines=baselines,
                                replicas=current, progress=progress)
             replayed = None
             if replay:
-                from scheduler.replay.from_plan import (
-                    plan_requests,
-                    replay_solution,
-                    unused_idle_power_w,
-                )
-                from scheduler.replay.summary import replay_summary
+                from scheduler.replay.compare import replay_plan
 
                 progress("replaying the plan on the workload's arrivals")
-                replayed = replay_summary(
-                    replay_solution(outcome.built, outcome.plan.solution, work.requests),
-                    outcome.built.problem, plan_requests(outcome.built, work.requests),
-                    outcome.plan.energy_j, outcome.built.classes.kind,
-                    unused_idle_power_w(outcome.built, outcome.plan.solution, fleet_spec))
+                _, replayed = replay_plan(outcome.built, outcome.plan, work.requests,
+                                          fleet_spec)
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
                             workload=work.name, sources=outcome.sources(), replayed=replayed)
         if out is not None:
@@ -208,11 +206,7 @@ def replay(
             work = load_workload(workload)
             fitted = load_models(models)
 
-            def progress(message: str) -> None:
-                status.update(message)
-                if err.is_terminal:
-                    err.print(message, highlight=False)
-
+            progress = announcer(status)
             outcome = run_plan(fleet_spec, work, models=fitted, time_limit_s=time_limit,
                                progress=progress)
             compared, replays = replay_plans(outcome, work.requests, fleet_spec, progress)

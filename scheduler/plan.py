@@ -103,8 +103,7 @@ def make_plan(
     latency_rows = _per_request_latency(built, routing, requests, latency)
     # built.classes rows are in problem.classes order.
     position = pd.Index(class_ids).get_indexer(latency_rows.class_id)
-    slo = {kind: np.array([getattr(c, f"slo_{kind}") for c in problem.classes])[position]
-           for kind in ("ttft_s", "itl_s", "e2e_s")}
+    slo = {kind: bound[position] for kind, bound in problem.class_slos().items()}
     met = np.logical_and.reduce([latency_rows[kind].to_numpy() <= slo[kind] for kind in slo])
     share = latency_rows.share.to_numpy()
     n_requests = len(requests)

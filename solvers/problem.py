@@ -153,18 +153,19 @@ class Problem:
         """(C,) requests per class over the horizon."""
         return np.array([c.count for c in self.classes], dtype=float)
 
+    def class_slos(self) -> dict[str, np.ndarray]:
+        """(C,) each class's SLO in seconds, keyed ``ttft_s``, ``itl_s`` and ``e2e_s``."""
+        return {kind: np.array([getattr(c, f"slo_{kind}") for c in self.classes])
+                for kind in ("ttft_s", "itl_s", "e2e_s")}
+
     def eligible(self) -> np.ndarray:
         """(C, D) True where a class may be routed to a deployment: servable, SLOs and quality."""
         quality = np.array([d.quality for d in self.deployments])
         min_quality = np.array([c.min_quality for c in self.classes])[:, None]
         ok = self.servable & (quality[None, :] >= min_quality)
-        for latency, slo in (
-            (self.ttft_s, "slo_ttft_s"),
-            (self.itl_s, "slo_itl_s"),
-            (self.e2e_s, "slo_e2e_s"),
-        ):
-            bound = np.array([getattr(c, slo) for c in self.classes])[:, None]
-            ok &= np.where(self.servable, latency, np.inf) <= bound
+        for kind, bound in self.class_slos().items():
+            latency = getattr(self, kind)
+            ok &= np.where(self.servable, latency, np.inf) <= bound[:, None]
         return ok
 
     def plan_energy_j(self, replicas: np.ndarray, routing: np.ndarray) -> tuple[float, float]:

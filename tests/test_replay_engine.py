@@ -3,14 +3,15 @@ steady state reproduced on a saturated replica, KV preemption, routing shares, d
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from energy_models.analytical.model import shipped_constants
 from energy_models.catalog.specs import get_device, get_llm
-from energy_models.memory import serving_memory
 from energy_models.steps import StepCosts
-from scheduler.replay.engine import ReplicaSpec, vllm_token_budget
+from scheduler.replay.engine import ReplicaSpec, vllm_replica, vllm_token_budget
 from scheduler.replay.simulate import Requests, simulate
 
 LLM, DEVICE = "llama-3.1-8b", "H100-SXM"
@@ -22,11 +23,10 @@ def costs() -> StepCosts:
 
 def replica(rid: str = "r0", deployment: int = 0, *, max_batch: int = 64,
             kv_capacity_tokens: int | None = None) -> ReplicaSpec:
+    spec = vllm_replica(rid, deployment, costs(), max_batch)
     if kv_capacity_tokens is None:
-        kv_capacity_tokens = serving_memory(get_llm(LLM), get_device(DEVICE), 1, max_batch,
-                                            1000.0).kv_capacity_tokens
-    return ReplicaSpec(rid, deployment, costs(), max_batch, kv_capacity_tokens,
-                       vllm_token_budget(get_device(DEVICE)))
+        return spec
+    return dataclasses.replace(spec, kv_capacity_tokens=kv_capacity_tokens)
 
 
 def requests(arrival_s, input_tokens, output_tokens, request_class=0) -> Requests:

@@ -48,8 +48,10 @@ def test_every_request_is_served_where_its_class_is_routed(planned):
     requests = plan_requests(built, workload.requests)
     assert (result.replica >= 0).all()
     assert np.isfinite(result.e2e_s).all()
-    deployment = np.array([spec.deployment for spec in replica_specs(built, solution)])
-    assert (solution.routing[requests.request_class, deployment[result.replica]] > 0).all()
+    assert (solution.routing[requests.request_class,
+                             result.replica_deployment[result.replica]] > 0).all()
+    assert result.replica_deployment.tolist() == [
+        spec.deployment for spec in replica_specs(built, solution)]
     assert (result.ttft_s > 0).all()
     assert (result.e2e_s >= result.ttft_s).all()
     assert result.end_s >= built.problem.horizon_s

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from energy_models.catalog.specs import DeviceSpec
-from energy_models.memory import BLOCK_TOKENS
+from energy_models.memory import BLOCK_TOKENS, serving_memory
 from energy_models.steps import StepCosts
 
 GIB = 2**30
@@ -47,6 +47,15 @@ class ReplicaSpec:
     kv_capacity_tokens: int
     max_batched_tokens: int
     """Token budget per step (``vllm_token_budget`` unless the server sets it)."""
+
+
+def vllm_replica(replica_id: str, deployment: int, costs: StepCosts, max_num_seqs: int,
+                 token_budget: int | None = None) -> ReplicaSpec:
+    """A replica as vLLM lays it out: KV capacity from the memory model of ``costs``'s LLM,
+    device and TP at ``max_num_seqs``; the token budget vLLM's default unless given."""
+    memory = serving_memory(costs.llm, costs.device, costs.tp, max_num_seqs, 1.0)
+    return ReplicaSpec(replica_id, deployment, costs, max_num_seqs, memory.kv_capacity_tokens,
+                       token_budget or vllm_token_budget(costs.device))
 
 
 @dataclass(eq=False)
@@ -94,7 +103,6 @@ class Replica:
     spec: ReplicaSpec
     waiting: deque[Sequence] = field(default_factory=deque)
     running: list[Sequence] = field(default_factory=list)
-    busy: bool = False
     free_blocks: int = 0
     preemptions: int = 0
     steps: list[StepRecord] = field(default_factory=list)
@@ -113,6 +121,11 @@ class Replica:
         self.free_blocks = self.spec.kv_capacity_tokens // BLOCK_TOKENS
 
     @property
+    def busy(self) -> bool:
+        """A step is under way."""
+        return bool(self._in_step)
+
+    @property
     def load(self) -> int:
         """Requests on the replica: the router's measure of its queue."""
         return len(self.waiting) + len(self.running)
@@ -126,19 +139,21 @@ class Replica:
         if held <= sequence.blocks * BLOCK_TOKENS:
             return True
         need = math.ceil(held / BLOCK_TOKENS) - sequence.blocks
-        if need <= 0:
-            return True
         if need > self.free_blocks:
             return False
         self.free_blocks -= need
         sequence.blocks += need
         return True
 
-    def _preempt(self, sequence: Sequence) -> None:
+    def _release(self, sequence: Sequence) -> None:
+        """Take ``sequence`` out of the running batch and free its blocks."""
         self.running.remove(sequence)
         sequence.active = False
         self.free_blocks += sequence.blocks
         sequence.blocks = 0
+
+    def _preempt(self, sequence: Sequence) -> None:
+        self._release(sequence)
         sequence.prefilled = 0
         sequence.prefill_target = sequence.input_tokens + sequence.generated
         self.waiting.appendleft(sequence)
@@ -208,7 +223,6 @@ class Replica:
         self.steps.append(StepRecord(now_s, duration_s, energy_j, len(self.running),
                                      len(self.waiting), len(decoders), prefill_tokens))
         self._in_step = plan
-        self.busy = True
         return duration_s
 
     def end_step(self, now_s: float) -> tuple[list[Sequence], list[tuple[int, float]]]:
@@ -231,10 +245,6 @@ class Replica:
             if sequence.generated >= sequence.output_tokens:
                 finished.append(sequence)
         for sequence in finished:
-            self.running.remove(sequence)
-            sequence.active = False
-            self.free_blocks += sequence.blocks
-            sequence.blocks = 0
+            self._release(sequence)
         self._in_step = []
-        self.busy = False
         return finished, gaps_s

@@ -9,23 +9,20 @@ for fitted or predicted ones it carries their price into every step.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from energy_models.analytical.model import shipped_constants
 from energy_models.catalog.specs import get_device, get_llm
-from energy_models.memory import serving_memory
 from energy_models.steps import StepCosts
 from scheduler.build import Built
 from scheduler.inventory import Fleet
-from scheduler.replay.engine import ReplicaSpec, vllm_token_budget
+from scheduler.pipeline import stack_of_source
+from scheduler.replay.engine import ReplicaSpec, vllm_replica
 from scheduler.replay.simulate import ReplayResult, Requests, simulate
 from solvers.problem import Solution
-
-
-def _engine(source: str) -> str:
-    """The stack a cost source name (``kind:engine[:detail]``) priced with."""
-    return source.split(":")[1]
 
 
 def replica_specs(built: Built, solution: Solution) -> list[ReplicaSpec]:
@@ -37,8 +34,8 @@ def replica_specs(built: Built, solution: Solution) -> list[ReplicaSpec]:
         row = built.deployments.iloc[d]
         llm, device = get_llm(row.llm), get_device(row.device)
         cap_w = float(row.power_cap_w) if np.isfinite(row.power_cap_w) else np.inf
-        costs = StepCosts(llm, device, int(row.tp), shipped_constants()[_engine(row.source)],
-                          cap_w)
+        constants = shipped_constants()[stack_of_source(row.source)]
+        costs = StepCosts(llm, device, int(row.tp), constants, cap_w)
         routed = solution.routing[:, d]
         if routed.sum() > 0:
             weights = routed / routed.sum()
@@ -49,12 +46,9 @@ def replica_specs(built: Built, solution: Solution) -> list[ReplicaSpec]:
                 classes.output_tokens.to_numpy(float), weights=weights,
                 replica_s=float(weights @ problem.occupancy_s[:, d]),
                 energy_j=float(weights @ gross_j))
-        kv_tokens = serving_memory(llm, device, int(row.tp), int(row.max_num_seqs),
-                                   1.0).kv_capacity_tokens
-        for k in range(int(solution.replicas[d])):
-            specs.append(ReplicaSpec(f"{row.deployment}#{k}", int(d), costs,
-                                     int(row.max_num_seqs), kv_tokens,
-                                     vllm_token_budget(device)))
+        spec = vllm_replica(str(row.deployment), int(d), costs, int(row.max_num_seqs))
+        specs.extend(dataclasses.replace(spec, id=f"{row.deployment}#{k}")
+                     for k in range(int(solution.replicas[d])))
     return specs
 
 

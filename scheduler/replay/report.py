@@ -25,7 +25,6 @@ import pandas as pd
 
 from energy_models.io import write_atomic
 from scheduler.build import Built
-from scheduler.plan import Plan
 from scheduler.replay.from_plan import plan_requests
 from scheduler.replay.simulate import ReplayResult
 from scheduler.replay.summary import accrued, power_over_time
@@ -61,7 +60,7 @@ def energy_figure(doc: dict):
     return figure
 
 
-def latency_figure(kind: str, replays: dict[str, tuple[Plan, ReplayResult]], built: Built,
+def latency_figure(kind: str, replays: dict[str, ReplayResult], built: Built,
                    requests: pd.DataFrame):
     arrivals = plan_requests(built, requests)
     of_kind = built.classes.kind.to_numpy()[arrivals.request_class] == kind
@@ -71,7 +70,7 @@ def latency_figure(kind: str, replays: dict[str, tuple[Plan, ReplayResult]], bui
             ("TTFT (s)", "ttft_s", "slo_ttft_s"), ("mean inter-token gap (s)", "tpot_s",
                                                      "slo_itl_s"),
             ("end-to-end (s)", "e2e_s", "slo_e2e_s")), strict=True):
-        for name, (_, result) in replays.items():
+        for name, result in replays.items():
             values = getattr(result, attribute)[of_kind]
             values = np.sort(values[np.isfinite(values)])
             if len(values):
@@ -90,20 +89,19 @@ def latency_figure(kind: str, replays: dict[str, tuple[Plan, ReplayResult]], bui
     return figure
 
 
-def _by_pool(built: Built, result: ReplayResult, plan: Plan) -> dict[str, list[int]]:
+def _by_pool(built: Built, result: ReplayResult) -> dict[str, list[int]]:
+    """The replicas of each pool, by index."""
     pools: dict[str, list[int]] = {}
-    deployments = built.deployments.pool.to_numpy()
-    replica_deployments = np.repeat(np.flatnonzero(plan.solution.replicas > 0),
-                                    plan.solution.replicas[plan.solution.replicas > 0])
-    for k, d in enumerate(replica_deployments):
-        pools.setdefault(str(deployments[d]), []).append(k)
+    pool_of = built.deployments.pool.to_numpy()
+    for k, d in enumerate(result.replica_deployment):
+        pools.setdefault(str(pool_of[d]), []).append(k)
     return pools
 
 
-def power_figure(built: Built, plan: Plan, result: ReplayResult):
+def power_figure(built: Built, result: ReplayResult):
     starts_s, power = power_over_time(result, TIME_BIN_S)
     figure, axis = plt.subplots(figsize=(9, 3.8))
-    pools = _by_pool(built, result, plan)
+    pools = _by_pool(built, result)
     axis.stackplot(starts_s / 60.0, *[power[rows].sum(axis=0) / 1e3 for rows in pools.values()],
                    labels=list(pools), step="post")
     axis.set_xlabel("time (min)")
@@ -113,10 +111,10 @@ def power_figure(built: Built, plan: Plan, result: ReplayResult):
     return figure
 
 
-def load_figure(built: Built, plan: Plan, result: ReplayResult):
+def load_figure(built: Built, result: ReplayResult):
     edges = np.arange(0.0, result.end_s + TIME_BIN_S, TIME_BIN_S)
     figure, (busy_axis, queue_axis) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
-    for pool, rows in _by_pool(built, result, plan).items():
+    for pool, rows in _by_pool(built, result).items():
         busy = np.zeros(len(edges) - 1)
         waiting = np.zeros(len(edges) - 1)
         for k in rows:
@@ -152,17 +150,17 @@ def _table(doc: dict) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def write_report(folder: Path, doc: dict, replays: dict[str, tuple[Plan, ReplayResult]],
+def write_report(folder: Path, doc: dict, replays: dict[str, ReplayResult],
                  built: Built, requests: pd.DataFrame) -> list[Path]:
     """Write the PNGs and ``index.html`` into ``folder`` (made if missing); the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    plan, result = replays["optimised"]
+    result = replays["optimised"]
     images = {"energy.png": _png(energy_figure(doc))}
     for kind in sorted(set(built.classes.kind)):
         images[f"latency_{kind}.png"] = _png(latency_figure(kind, replays, built, requests))
-    images["power.png"] = _png(power_figure(built, plan, result))
-    images["load.png"] = _png(load_figure(built, plan, result))
+    images["power.png"] = _png(power_figure(built, result))
+    images["load.png"] = _png(load_figure(built, result))
     written = []
     for name, data in images.items():
         write_atomic(folder / name, data)

@@ -10,7 +10,7 @@ Deterministic: no random numbers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -22,13 +22,11 @@ class Router:
         """``shares`` (C, D): the plan's routing, any scale per class (requests or shares)."""
         self._weights = np.asarray(shares, dtype=float)
         self._credit = np.zeros_like(self._weights)
-        self._by_deployment: Mapping[int, list[Replica]] = {}
-        grouped: dict[int, list[Replica]] = {}
+        self._by_deployment: dict[int, list[Replica]] = {}
         for replica in replicas:
-            grouped.setdefault(replica.spec.deployment, []).append(replica)
-        self._by_deployment = grouped
+            self._by_deployment.setdefault(replica.spec.deployment, []).append(replica)
         served = np.zeros(self._weights.shape[1], dtype=bool)
-        served[list(grouped)] = True
+        served[list(self._by_deployment)] = True
         # A share on a deployment without replicas cannot be honoured: it is left out.
         self._weights[:, ~served] = 0.0
 

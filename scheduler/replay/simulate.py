@@ -33,7 +33,8 @@ class ReplayResult:
     replica's KV cache holds), per token gap and per replica."""
 
     replica: np.ndarray
-    """Index into ``replica_ids`` of the replica that served each request, -1 if none."""
+    """Index of the replica (in ``replica_specs`` order) that served each request, -1 if
+    none."""
     ttft_s: np.ndarray
     e2e_s: np.ndarray
     tpot_s: np.ndarray
@@ -42,7 +43,8 @@ class ReplayResult:
     """Every inter-token gap of every request."""
     itl_request: np.ndarray
     """The request each gap belongs to."""
-    replica_ids: tuple[str, ...]
+    replica_deployment: np.ndarray
+    """Per replica, the index of the plan's deployment it belongs to."""
     steps: tuple[dict[str, np.ndarray], ...]
     """Per replica: ``start_s``, ``duration_s``, ``energy_j``, ``running``, ``waiting``,
     ``decode_batch``, ``prefill_tokens`` of every step."""
@@ -90,7 +92,7 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
         if duration_s is not None:
             queue.push(now_s + duration_s, STEP_END, index)
 
-    index_of = {id(replica): k for k, replica in enumerate(replicas)}
+    index_of = {replica: k for k, replica in enumerate(replicas)}
     end_s = horizon_s
     while queue:
         now_s, kind, payload = queue.pop()
@@ -103,7 +105,7 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
             tokens_out = max(int(requests.output_tokens[payload]), 1)
             if tokens_in + tokens_out > replica.spec.kv_capacity_tokens:
                 continue
-            k = index_of[id(replica)]
+            k = index_of[replica]
             served_by[payload] = k
             replica.admit(Running(payload, tokens_in, tokens_out, prefill_target=tokens_in))
             if not replica.busy:
@@ -129,7 +131,7 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
     return ReplayResult(
         replica=served_by, ttft_s=first_token_s - arrival_s, e2e_s=e2e_s, tpot_s=tpot_s,
         itl_s=np.asarray(gaps_s), itl_request=np.asarray(gap_request, dtype=np.int64),
-        replica_ids=tuple(spec.id for spec in replica_specs),
+        replica_deployment=np.array([spec.deployment for spec in replica_specs], dtype=int),
         steps=tuple(_step_arrays(replica) for replica in replicas),
         idle_power_w=np.array([spec.costs.idle_power_w for spec in replica_specs]),
         preemptions=np.array([replica.preemptions for replica in replicas]),

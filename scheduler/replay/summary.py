@@ -45,8 +45,8 @@ def slo_checks(result: ReplayResult, problem: Problem,
     """Per request, whether it was served and whether its TTFT, mean inter-token gap and
     end-to-end latency are within its class's SLOs (the gap against the ITL SLO, as the
     planner prices it; a request with one output token has no gap)."""
-    slo = {kind: np.array([getattr(c, f"slo_{kind}") for c in problem.classes])[
-        requests.request_class] for kind in ("ttft_s", "itl_s", "e2e_s")}
+    slo = {kind: bound[requests.request_class]
+           for kind, bound in problem.class_slos().items()}
     with np.errstate(invalid="ignore"):
         return {
             "served": result.replica >= 0,
