@@ -355,16 +355,14 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-def render_replay(console: Console, doc: dict) -> None:
-    """``wattsched replay``'s document for a terminal: planned against replayed, per plan."""
-    console.print(f"[bold]Replay[/bold] of {doc['workload']} on {doc['fleet']}: every plan on "
-                  f"the same arrivals, request by request")
-    table = Table(title="Planned vs replayed: energy over the window in kWh, latency as served "
-                        "in s (ITL in ms), peak power in kW", box=box.SIMPLE_HEAD)
-    for col in ("plan", "planned", "replayed", "active", "idle", "SLO met", "TTFT p50",
-                "TTFT p99", "ITL p99", "E2E p99", "peak", "saving"):
-        table.add_column(col, justify="left" if col == "plan" else "right",
-                         no_wrap=col == "plan")
+REPLAY_COLUMNS = ("plan", "planned", "replayed", "active", "idle", "SLO met", "TTFT p50",
+                  "TTFT p99", "ITL p99", "E2E p99", "peak", "saving")
+REPLAY_UNITS = ("Planned vs replayed: energy over the window in kWh, latency as served in s "
+                "(ITL in ms), peak power in kW")
+
+
+def replay_rows(doc: dict) -> list[tuple[str, ...]]:
+    """``wattsched replay``'s comparison, a row of REPLAY_COLUMNS per plan, as text."""
     summaries = doc["plans"]
     decimals = kwh_decimals([s[k] for s in summaries.values()
                              for k in ("planned_energy_j", "replayed_energy_j")])
@@ -372,14 +370,26 @@ def render_replay(console: Console, doc: dict) -> None:
     def kwh(joules: float) -> str:
         return f"{joules / 3.6e6:,.{decimals}f}"
 
-    for name, s in summaries.items():
-        saving = "" if name == "optimised" else f"{doc['saving_pct'][name]:.1f} %"
-        table.add_row(name, kwh(s["planned_energy_j"]), kwh(s["replayed_energy_j"]),
-                      kwh(s["active_energy_j"]), kwh(s["idle_energy_j"]),
-                      f"{s['slo_attainment']:.1%}", f"{s['ttft_p50_s']:.2f}",
-                      f"{s['ttft_p99_s']:.2f}", f"{s['itl_p99_s'] * 1e3:.0f}",
-                      f"{s['e2e_p99_s']:.1f}", f"{s['peak_power_w'] / 1e3:,.1f}", saving)
+    return [(name, kwh(s["planned_energy_j"]), kwh(s["replayed_energy_j"]),
+             kwh(s["active_energy_j"]), kwh(s["idle_energy_j"]), f"{s['slo_attainment']:.1%}",
+             f"{s['ttft_p50_s']:.2f}", f"{s['ttft_p99_s']:.2f}", f"{s['itl_p99_s'] * 1e3:.0f}",
+             f"{s['e2e_p99_s']:.1f}", f"{s['peak_power_w'] / 1e3:,.1f}",
+             "" if name == "optimised" else f"{doc['saving_pct'][name]:.1f} %")
+            for name, s in summaries.items()]
+
+
+def render_replay(console: Console, doc: dict) -> None:
+    """``wattsched replay``'s document for a terminal: planned against replayed, per plan."""
+    console.print(f"[bold]Replay[/bold] of {doc['workload']} on {doc['fleet']}: every plan on "
+                  f"the same arrivals, request by request")
+    table = Table(title=REPLAY_UNITS, box=box.SIMPLE_HEAD)
+    for col in REPLAY_COLUMNS:
+        table.add_column(col, justify="left" if col == "plan" else "right",
+                         no_wrap=col == "plan")
+    for row in replay_rows(doc):
+        table.add_row(*row)
     console.print(table)
+    summaries = doc["plans"]
     kinds = sorted({kind for s in summaries.values() for kind in s["slo_by_kind"]})
     by_kind = Table(title="Share of requests within their SLOs, by kind: all of them (TTFT / "
                           "ITL / E2E on their own)", box=box.SIMPLE_HEAD)

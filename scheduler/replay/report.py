@@ -28,6 +28,7 @@ from scheduler.build import Built
 from scheduler.replay.from_plan import plan_requests
 from scheduler.replay.simulate import ReplayResult
 from scheduler.replay.summary import accrued, power_over_time
+from scheduler.report import REPLAY_COLUMNS, REPLAY_UNITS, replay_rows
 
 TIME_BIN_S = 10.0
 """Width of the bins of the power and load plots."""
@@ -135,19 +136,12 @@ def load_figure(built: Built, result: ReplayResult):
 
 
 def _table(doc: dict) -> str:
-    header = ("plan", "planned kWh", "replayed kWh", "active kWh", "idle kWh", "SLO met",
-              "TTFT p99 s", "ITL p99 ms", "E2E p99 s", "peak kW", "saving")
-    rows = []
-    for name, s in doc["plans"].items():
-        saving = "" if name == "optimised" else f"{doc['saving_pct'][name]:.1f} %"
-        cells = (name, f"{s['planned_energy_j'] / 3.6e6:.3f}",
-                 f"{s['replayed_energy_j'] / 3.6e6:.3f}", f"{s['active_energy_j'] / 3.6e6:.3f}",
-                 f"{s['idle_energy_j'] / 3.6e6:.3f}", f"{s['slo_attainment']:.1%}",
-                 f"{s['ttft_p99_s']:.2f}", f"{s['itl_p99_s'] * 1e3:.0f}",
-                 f"{s['e2e_p99_s']:.1f}", f"{s['peak_power_w'] / 1e3:.2f}", saving)
-        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    """The terminal's comparison table (``scheduler.report.replay_rows``) as HTML."""
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in replay_rows(doc))
+    head = "".join(f"<th>{html.escape(column)}</th>" for column in REPLAY_COLUMNS)
+    return (f"<table><caption>{html.escape(REPLAY_UNITS)}</caption><tr>{head}</tr>{rows}"
+            f"</table>")
 
 
 def write_report(folder: Path, doc: dict, replays: dict[str, ReplayResult],
