@@ -66,7 +66,8 @@ def build_batch(fleet: Fleet, jobs: Jobs, chain: CostChain, slot_s: float) -> Bu
     # An offline queue keeps every replica's batch full: plan replicas at full utilisation.
     base, candidates = price_classes(fleet, llms, classes, demand, chain,
                                      horizon_s=n_slots * slot_s, max_utilization=1.0,
-                                     where=jobs.where, latency_at_p90=False)
+                                     where=jobs.where, latency_at_p90=False,
+                                     continuous_batching=False)
     wanted = table.llm.to_numpy(dtype=object)[:, None]
     named_ok = (wanted == None) | (wanted == candidates.llm.to_numpy()[None, :])  # noqa: E711
     base = dataclasses.replace(base, servable=base.servable & named_ok)

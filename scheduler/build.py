@@ -131,11 +131,14 @@ def build_problem(fleet: Fleet, workload: Workload, chain: CostChain) -> Built:
 def price_classes(fleet: Fleet, llms: tuple[str, ...], classes: pd.DataFrame,
                   demand: list[DemandClass], chain: CostChain, *, horizon_s: float,
                   max_utilization: float, where: str,
-                  latency_at_p90: bool = True) -> tuple[Problem, pd.DataFrame]:
+                  latency_at_p90: bool = True,
+                  continuous_batching: bool = True) -> tuple[Problem, pd.DataFrame]:
     """The Problem of ``demand`` (rows of ``classes``: count, token means, p90s and
     ``context_max``) on every candidate deployment of ``llms`` in the fleet's pools.
     Latencies come from the p90 token lengths, or (``latency_at_p90`` False, for work with
-    no latency SLO) from the means already priced."""
+    no latency SLO) from the means already priced. ``continuous_batching``: replicas serve
+    arrivals as they come, so a replica that is on draws its ``base_power_w``; without it
+    (an offline queue that keeps the batch full, then stops) it draws idle power."""
     # A sequence holds its prompt and, on average over its life, half its output.
     mean_context = float(np.average(classes.input_tokens + classes.output_tokens / 2,
                                     weights=classes["count"]))
@@ -175,8 +178,12 @@ def price_classes(fleet: Fleet, llms: tuple[str, ...], classes: pd.DataFrame,
     )
     max_context = candidates.llm.map(lambda n: get_llm(n).max_context).to_numpy()
     servable = classes.context_max.to_numpy()[:, None] <= max_context[None, :]
-    idle_share = matrix(mean.idle_power_w * mean.replica_s)
-    energy = np.maximum(matrix(mean.energy_j) - idle_share, 0.0)
+    occupancy = matrix(mean.replica_s)
+    gross = matrix(mean.energy_j)
+    base_w = base_power_w(candidates, occupancy, gross,
+                          classes["count"].to_numpy(float)[:, None] * servable
+                          ) if continuous_batching else candidates.idle_power_w.to_numpy(float)
+    energy = np.maximum(gross - base_w[None, :] * occupancy, 0.0)
 
     problem = Problem(
         horizon_s=horizon_s,
@@ -187,14 +194,15 @@ def price_classes(fleet: Fleet, llms: tuple[str, ...], classes: pd.DataFrame,
             Deployment(
                 id=r.deployment, pool=solver_id(r.pool), llm=r.llm, tp=int(r.tp),
                 max_batch=int(r.batch), quality=float(r.quality),
-                idle_power_w=float(r.idle_power_w), peak_power_w=float(r.peak_power_w),
+                idle_power_w=float(r.idle_power_w),
+                base_power_w=float(base_w[r.Index]), peak_power_w=float(r.peak_power_w),
                 memory_need_gb=float(r.memory_need_gb), memory_gb=float(r.memory_gb),
             )
             for r in candidates.itertuples()
         ),
         classes=tuple(demand),
         energy_j=energy,
-        occupancy_s=matrix(mean.replica_s),
+        occupancy_s=occupancy,
         ttft_s=matrix(tail.ttft_s),
         itl_s=matrix(tail.itl_s),
         e2e_s=matrix(tail.runtime_s),
@@ -202,3 +210,42 @@ def price_classes(fleet: Fleet, llms: tuple[str, ...], classes: pd.DataFrame,
         max_utilization=max_utilization,
     )
     return problem, candidates.reset_index(drop=True)
+
+
+def base_power_w(candidates: pd.DataFrame, occupancy_s: np.ndarray, gross_j: np.ndarray,
+                 weights: np.ndarray) -> np.ndarray:
+    """Per deployment, the power a replica serving online draws whenever it is on, whatever
+    its load: the intercept of its family's load-power curve.
+
+    A replica under continuous batching never waits for a full batch: at any load it steps
+    at the batch its arrivals keep running, so its power rises steeply from idle at the first
+    request and slowly after (concave in load). Each (pool, LLM, TP) family gives points
+    (throughput at a level's batch, power there) plus (0, idle); on their upper concave hull,
+    a level's price is the line through its own point with the slope of the hull just below
+    it: exact at full load, close at the loads where a cheaper level no longer fits. The
+    line's intercept, between idle and the level's own power, is the base; the rest of a
+    request's energy is priced per request. ``gross_j`` and ``occupancy_s`` are (C, D), the
+    classes weighted by ``weights`` (C, D: requests of each class the deployment can serve).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        occupancy = np.einsum("cd,cd->d", weights, occupancy_s) / weights.sum(axis=0)
+        power_w = np.einsum("cd,cd->d", weights, gross_j) / weights.sum(axis=0) / occupancy
+        throughput = 1.0 / occupancy
+    idle_w = candidates.idle_power_w.to_numpy(float)
+    base_w = idle_w.copy()
+    for _, family in candidates.groupby(["pool", "llm", "tp"], sort=False):
+        members = family.index[np.isfinite(throughput[family.index])].to_numpy()
+        x = np.concatenate([[0.0], throughput[members]])
+        y = np.concatenate([[idle_w[members].min(initial=np.inf)], power_w[members]])
+        hull: list[int] = []
+        for k in np.argsort(x, kind="stable"):
+            while len(hull) >= 2 and ((x[hull[-1]] - x[hull[-2]]) * (y[k] - y[hull[-2]])
+                                      >= (y[hull[-1]] - y[hull[-2]]) * (x[k] - x[hull[-2]])):
+                hull.pop()
+            hull.append(k)
+        hull_x, hull_y = x[hull], y[hull]
+        right = np.clip(np.searchsorted(hull_x, throughput[members]), 1, len(hull) - 1)
+        slope = (hull_y[right] - hull_y[right - 1]) / (hull_x[right] - hull_x[right - 1])
+        base_w[members] = np.clip(power_w[members] - slope * throughput[members],
+                                  idle_w[members], power_w[members])
+    return base_w

@@ -6,6 +6,7 @@ scikit-learn or the solvers; each command imports what it needs in its body.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -133,12 +134,13 @@ def plan(
     baselines: Annotated[bool, typer.Option(help="Compare with the rules operators use today.")] = True,  # noqa: E501
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
     replicas: Annotated[Path | None, typer.Option(help="Replicas you run today (YAML); keeps them and optimises only the routing, exactly.")] = None,  # noqa: E501
-    replay: Annotated[bool, typer.Option("--replay", help="Also replay the optimised plan on the workload's arrivals, request by request, and report its energy and SLOs beside the plan's (about 12 s on the bundled default).")] = False,  # noqa: E501
+    replay: Annotated[bool, typer.Option("--replay", help="Also replay the optimised plan on the workload's arrivals, request by request, and report its energy and SLOs beside the plan's (a few seconds on the bundled default).")] = False,  # noqa: E501
+    verify: Annotated[bool, typer.Option("--verify", help="Replay the plan and, where a request kind misses its SLO attainment target (workload slo_attainment, default 0.99), tighten and solve again until it meets it; implies --replay (minutes on the bundled default).")] = False,  # noqa: E501
 ) -> None:
     """Plan replicas and routing with the least energy, and compare with the baselines."""
     from scheduler.inventory import load_fleet, load_replicas
     from scheduler.pipeline import run_plan
-    from scheduler.report import plan_document, render_tables, to_json, to_yaml
+    from scheduler.report import plan_document, render_tables, to_json, to_yaml, verify_document
     from workloads.spec import load_workload
 
     with user_errors(), warnings_to_stderr():
@@ -154,15 +156,22 @@ def plan(
             outcome = run_plan(fleet_spec, work, models=fitted, solver=solver.value,
                                time_limit_s=time_limit, gap_rel=gap, baselines=baselines,
                                replicas=current, progress=progress)
-            replayed = None
-            if replay:
+            replayed = verified = None
+            if verify:
+                from scheduler.replay.verify import verify_plan
+
+                verification = verify_plan(outcome, work, fleet_spec, progress=progress)
+                outcome = dataclasses.replace(outcome, plan=verification.plan)
+                replayed, verified = verification.replayed, verify_document(verification)
+            elif replay:
                 from scheduler.replay.compare import replay_plan
 
                 progress("replaying the plan on the workload's arrivals")
                 _, replayed = replay_plan(outcome.built, outcome.plan, work.requests,
                                           fleet_spec)
         doc = plan_document(outcome.plan, outcome.baselines, fleet=fleet_spec.name,
-                            workload=work.name, sources=outcome.sources(), replayed=replayed)
+                            workload=work.name, sources=outcome.sources(), replayed=replayed,
+                            verified=verified)
         if out is not None:
             # The saved plan leaves out wall-clock timing so equal inputs give equal bytes.
             write_document(out, {k: v for k, v in doc.items() if k != "solve_time_s"})
@@ -172,7 +181,7 @@ def plan(
             sys.stdout.write(to_yaml(doc))
         else:
             render_tables(wide_console(), outcome.plan, outcome.baselines, outcome.sources(),
-                          replayed)
+                          replayed, verified)
             if out is not None:
                 err.print(f"plan written to {out}", highlight=False)
 

@@ -17,7 +17,7 @@ from scheduler.plan import Plan, make_plan
 from solvers.baselines import BASELINES, run_baseline
 from solvers.errors import InfeasibleError
 from solvers.milp import DEFAULT_GAP_REL, solve_milp
-from solvers.problem import Solution
+from solvers.problem import Problem, Solution
 from solvers.routing import solve_routing
 from workloads.spec import Workload
 
@@ -37,6 +37,9 @@ class Outcome:
 
     notes: dict[tuple[str, str], str]
     """Why a cost source before the last left some of a pair's deployments to later ones."""
+    chain: CostChain
+    solve: Callable[[Problem], Solution]
+    """How the optimised plan was solved, to solve a tightened problem the same way."""
 
     def sources(self) -> list[dict[str, str]]:
         """Per (llm, device, source): which deployments (tp, batch) it priced, and any note."""
@@ -86,18 +89,11 @@ def run_plan(
     if replicas is None:
         progress(f"solving: {len(problem.classes)} demand classes x "
                  f"{len(problem.deployments)} candidate deployments")
-        if solver == "cpsat":
-            from solvers.cpsat import solve_cpsat
-
-            optimised = solve_cpsat(problem, time_limit_s=time_limit_s, gap_rel=gap_rel)
-        else:
-            optimised = solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
-                                   gap_rel=gap_rel)
     else:
         progress(f"routing {len(problem.classes)} demand classes on the replicas given")
-        optimised = solve_routing(problem, replica_counts(built, replicas),
-                                  time_limit_s=time_limit_s)
-    solutions = {"optimised": optimised}
+    solve = solver_for(solver, time_limit_s, gap_rel,
+                       None if replicas is None else replica_counts(built, replicas))
+    solutions = {"optimised": solve(problem)}
     others: dict[str, Plan | str] = {}
     if baselines:
         for number, name in enumerate(BASELINES, start=1):
@@ -114,7 +110,21 @@ def run_plan(
              for name, solution in solutions.items()}
     plan = plans.pop("optimised")
     others = {name: plans.get(name) or others[name] for name in BASELINES if baselines}
-    return Outcome(built, plan, others, chain.notes())
+    return Outcome(built, plan, others, chain.notes(), chain, solve)
+
+
+def solver_for(solver: str, time_limit_s: float, gap_rel: float,
+               replicas: np.ndarray | None = None) -> Callable[[Problem], Solution]:
+    """Problem -> solution with ``solver`` (``highs``, ``cbc`` or ``cpsat``), or with
+    ``replicas`` (D,) fixed, the exact routing on them."""
+    if replicas is not None:
+        return lambda problem: solve_routing(problem, replicas, time_limit_s=time_limit_s)
+    if solver == "cpsat":
+        from solvers.cpsat import solve_cpsat
+
+        return lambda problem: solve_cpsat(problem, time_limit_s=time_limit_s, gap_rel=gap_rel)
+    return lambda problem: solve_milp(problem, solver=solver, time_limit_s=time_limit_s,
+                                      gap_rel=gap_rel)
 
 
 def replica_counts(built: Built, replicas: CurrentReplicas) -> np.ndarray:

@@ -27,7 +27,7 @@ class Plan:
     requests: int
     horizon_s: float
     energy_active_j: float
-    energy_idle_j: float
+    energy_base_j: float
     peak_power_w: float
     devices_on: int
     mean_ttft_s: float
@@ -38,7 +38,7 @@ class Plan:
 
     @property
     def energy_j(self) -> float:
-        return self.energy_active_j + self.energy_idle_j
+        return self.energy_active_j + self.energy_base_j
 
     @property
     def j_per_request(self) -> float:
@@ -122,7 +122,7 @@ def make_plan(
         requests=n_requests,
         horizon_s=problem.horizon_s,
         energy_active_j=report.energy_active_j,
-        energy_idle_j=report.energy_idle_j,
+        energy_base_j=report.energy_base_j,
         peak_power_w=float((on.replicas * on.peak_power_w).sum()),
         devices_on=int(on.devices.sum()),
         mean_ttft_s=float(np.dot(latency_rows.ttft_s.to_numpy(), share) / n_requests),

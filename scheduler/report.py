@@ -41,7 +41,7 @@ def plan_summary(plan: Plan) -> dict[str, Any]:
     return {
         "energy_j": _num(plan.energy_j, ENERGY_DIGITS),
         "active_energy_j": _num(plan.energy_active_j, ENERGY_DIGITS),
-        "idle_energy_j": _num(plan.energy_idle_j, ENERGY_DIGITS),
+        "base_energy_j": _num(plan.energy_base_j, ENERGY_DIGITS),
         "j_per_request": _num(plan.j_per_request),
         "mean_power_w": _num(plan.mean_power_w),
         "peak_power_w": _num(plan.peak_power_w),
@@ -61,9 +61,11 @@ def plan_document(
     workload: str,
     sources: list[dict[str, str]],
     replayed: dict[str, float | int] | None = None,
+    verified: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One JSON-able object: the optimised plan, its provenance, every baseline and, where
-    given, the optimised plan's replay (``scheduler.replay.summary.replay_summary``)."""
+    given, the optimised plan's replay (``scheduler.replay.summary.replay_summary``) and how
+    ``plan --verify`` got to it (``verify_document``)."""
     sol = plan.solution
     doc: dict[str, Any] = {
         "fleet": fleet,
@@ -90,6 +92,8 @@ def plan_document(
     }
     if replayed is not None:
         doc["replay"] = {k: _num(v) if isinstance(v, float) else v for k, v in replayed.items()}
+    if verified is not None:
+        doc["verify"] = verified
     for name, other in baselines.items():
         if isinstance(other, str):
             doc["baselines"][name] = {"status": "infeasible", "reason": other,
@@ -120,11 +124,24 @@ def kwh_decimals(energies_j: list[float], *, least: int = 2, most: int = 6) -> i
     return most
 
 
+def verify_document(verification) -> dict[str, Any]:
+    """``plan --verify``'s rounds (``scheduler.replay.verify.Verification``) for a document."""
+    return {
+        "met": verification.met,
+        "reason": verification.reason,
+        "re_solves": verification.solves,
+        "rounds": [{k: ({kind: _num(x) for kind, x in v.items()} if isinstance(v, dict)
+                        else _num(v) if isinstance(v, float) else v) for k, v in r.items()}
+                   for r in verification.rounds],
+    }
+
+
 def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str],
                   sources: list[dict[str, str]],
-                  replayed: dict[str, float | int] | None = None) -> None:
-    """The plan, the energy comparison, the replay where given, and the cost sources, for a
-    terminal."""
+                  replayed: dict[str, float | int] | None = None,
+                  verified: dict[str, Any] | None = None) -> None:
+    """The plan, the energy comparison, the replay and verification rounds where given, and
+    the cost sources, for a terminal."""
     sol = plan.solution
     gap = "n/a" if sol.gap is None else f"{sol.gap:.2%}"
     what = ("Energy-optimal routing on the replicas given" if sol.solver == ROUTING_SOLVER
@@ -144,7 +161,7 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
     console.print(replicas)
 
     compare = Table(title="Energy against today's rules (same workload, same checker)")
-    for col in ("plan", "energy", "idle share", "J/request", "mean power", "devices on",
+    for col in ("plan", "energy", "base share", "J/request", "mean power", "devices on",
                 "SLO met", "saving"):
         compare.add_column(col, justify="left" if col == "plan" else "right")
 
@@ -153,7 +170,7 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
 
     def row(name: str, p: Plan, saving: str) -> None:
         compare.add_row(name, f"{p.energy_j / 3.6e6:,.{decimals}f} kWh",
-                        f"{p.energy_idle_j / p.energy_j:.0%}",
+                        f"{p.energy_base_j / p.energy_j:.0%}",
                         f"{p.j_per_request:,.1f}", f"{p.mean_power_w / 1e3:,.2f} kW",
                         str(p.devices_on), f"{p.slo_attainment:.1%}", saving)
 
@@ -163,6 +180,11 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
             compare.add_row(name, "infeasible", "", "", "", "", "", "see below")
         else:
             row(name, other, f"{plan.saving_pct(other):.1f}%")
+    if verified is not None:
+        compare.caption = ("The verified plan's planned energy counts each replica at the base "
+                           "power of a loaded one; its headroom leaves them lightly loaded: "
+                           "see its replay below, and `wattsched replay` for every plan "
+                           "as replayed.")
     console.print(compare)
     for other in baselines.values():
         if isinstance(other, str):
@@ -180,6 +202,8 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
                      f"{replayed['itl_p99_s'] * 1e3:.0f} ms", f"{replayed['e2e_p99_s']:.1f} s",
                      f"{replayed['peak_power_w'] / 1e3:,.2f} kW")
         console.print(side)
+    if verified is not None:
+        _render_verify(console, verified)
 
     table = Table(title="Cost sources per (llm, device): which priced which deployments, and why "
                         "a fit was not used")
@@ -192,6 +216,26 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
         table.add_row(*(s[col] for col in columns))
     table.caption = "; ".join(f"{engine}: {describe(engine)}"
                               for engine in sorted({s["stack"] for s in sources}))
+    console.print(table)
+
+
+def _render_verify(console: Console, verified: dict[str, Any]) -> None:
+    rounds = verified["rounds"]
+    kinds = list(rounds[0]["attainment"])
+    table = Table(title="plan --verify: each round replayed, then tightened where a kind missed "
+                        "its SLO target")
+    for col in ("round", "planned", "replayed", *(f"{k} SLO met" for k in kinds),
+                *(f"{k} headroom" for k in kinds), "pairs excluded"):
+        table.add_column(col, justify="right")
+    decimals = kwh_decimals([r["replayed_energy_j"] for r in rounds])
+    for r in rounds:
+        table.add_row(str(r["round"]), f"{r['planned_energy_j'] / 3.6e6:,.{decimals}f} kWh",
+                      f"{r['replayed_energy_j'] / 3.6e6:,.{decimals}f} kWh",
+                      *(f"{r['attainment'][k]:.1%}" for k in kinds),
+                      *(f"x{r['headroom'][k]:.3g}" for k in kinds), str(r["pairs_excluded"]))
+    table.caption = (f"targets met after {verified['re_solves']} re-solves; the plan above is "
+                     f"the one that met them with the least replayed energy"
+                     if verified["met"] else verified["reason"])
     console.print(table)
 
 

@@ -137,13 +137,13 @@ def _finish(problem: Problem, name: str, fleet: _Fleet, started_s: float) -> Sol
                     f"{problem.min_mean_quality:g}"
                 ]
             )
-    active_j, idle_j = problem.plan_energy_j(fleet.replicas, fleet.routing)
+    active_j, base_j = problem.plan_energy_j(fleet.replicas, fleet.routing)
     return Solution(
         replicas=fleet.replicas,
         routing=fleet.routing,
         solver=f"baseline:{name}",
         status="heuristic",
-        objective_j=active_j + idle_j,
+        objective_j=active_j + base_j,
         solve_time_s=time.perf_counter() - started_s,
     )
 

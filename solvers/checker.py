@@ -22,9 +22,9 @@ class CheckReport:
     ok: bool
     violations: list[str]
     energy_active_j: float
-    """Recomputed energy of the routed work above idle."""
-    energy_idle_j: float
-    """Recomputed idle energy of the replicas that are on, over the horizon."""
+    """Recomputed energy of the routed work above the replicas' base power."""
+    energy_base_j: float
+    """Recomputed base energy of the replicas that are on, over the horizon."""
     slo_ok_fraction: float
     """Request-weighted fraction of routed requests on servable pairs that meet their SLOs."""
     served_fraction: float
@@ -75,9 +75,9 @@ def check_plan(
     violations += _check_rack_power(problem, replicas, tol)
 
     active_j = float(np.sum(np.where(servable & (routing > 0), problem.energy_j, 0.0) * routing))
-    idle_w = np.array([dep.idle_power_w for dep in problem.deployments], dtype=float)
-    idle_j = float(replicas @ idle_w) * problem.horizon_s
-    violations += _check_objective(solution.objective_j, active_j + idle_j, tol)
+    base_w = np.array([dep.base_power_w for dep in problem.deployments], dtype=float)
+    base_j = float(replicas @ base_w) * problem.horizon_s
+    violations += _check_objective(solution.objective_j, active_j + base_j, tol)
 
     routed_total = float(routing.sum())
     slo_ok_routed = float(routing[servable & slo_met].sum())
@@ -85,7 +85,7 @@ def check_plan(
         ok=not violations,
         violations=violations,
         energy_active_j=active_j,
-        energy_idle_j=idle_j,
+        energy_base_j=base_j,
         slo_ok_fraction=slo_ok_routed / routed_total if routed_total > 0 else 1.0,
         served_fraction=routed_total / float(counts.sum()) if counts.sum() > 0 else 1.0,
     )
@@ -251,5 +251,5 @@ def _check_objective(objective_j: float, recomputed_j: float, tol: float) -> lis
         return []
     return [
         f"objective: reported {objective_j:.9g} J, recomputed {recomputed_j:.9g} J "
-        f"(active + idle), off by {diff_j:+.3g} J ({diff_j / scale_j:+.2e} relative)"
+        f"(active + base), off by {diff_j:+.3g} J ({diff_j / scale_j:+.2e} relative)"
     ]

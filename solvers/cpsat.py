@@ -169,8 +169,8 @@ def solve_cpsat(problem: Problem, *, time_limit_s: float = 30.0, gap_rel: float 
         with contextlib.suppress(InfeasibleError, SolverError):
             routing = solve_routing(problem, replicas,
                                     time_limit_s=max(time_left_s(), 1.0)).routing
-    active_j, idle_j = problem.plan_energy_j(replicas, routing)
-    objective_j = active_j + idle_j
+    active_j, base_j = problem.plan_energy_j(replicas, routing)
+    objective_j = active_j + base_j
     gap = relative_gap(objective_j, bound_j)
     # The bound is the scaled model's: a gap within the scaling error is no gap.
     slack_rel = scaling_error_j(problem) / max(objective_j, 1e-300)
@@ -267,12 +267,12 @@ def _model(problem: Problem, scaled: _Scaled, start: Solution | None, *, grid_sl
         slack = (int(units.sum()) // 2 + int(sum(abs(int(margin[d])) for _, d in x))
                  if grid_slack else 0)
         model.add(sum(int(margin[d]) * var for (_, d), var in x.items()) >= -slack)
-    idle = {d: round(problem.deployments[d].idle_power_w * problem.horizon_s
+    base = {d: round(problem.deployments[d].base_power_w * problem.horizon_s
                      * ENERGY_UNITS_PER_J) for d in n}
     model.minimize(
         sum(round(problem.energy_j[c, d] * ENERGY_UNITS_PER_J / REQUEST_UNITS) * var
             for (c, d), var in x.items())
-        + sum(idle[d] * n[d] for d in n))
+        + sum(base[d] * n[d] for d in n))
     if start is not None:
         # The best baseline as a hint: CP-SAT starts from a plan instead of searching for one.
         for d, var in n.items():

@@ -6,7 +6,7 @@ requests of class ``c`` routed to ``d`` (only for eligible pairs), named ``n_{d}
 (``link_{c},{d}`` for pairs). Ids match ``[A-Za-z0-9_.]+``, so the comma joins a (class,
 deployment) pair into a name no other pair can produce.
 
-The objective is kept in kJ (``OBJECTIVE_SCALE_J``): an hour of idle draw of a replica is then
+The objective is kept in kJ (``OBJECTIVE_SCALE_J``): an hour of base draw of a replica is then
 ~1e3 rather than ~1e6, closer to the per-request energies. Everything leaving this module in
 a ``Solution`` is converted back to joules by the caller.
 """
@@ -167,15 +167,15 @@ def add_mean_quality(problem: Problem, model: Model) -> None:
 
 
 def energy_kj(problem: Problem, model: Model) -> pulp.LpAffineExpression:
-    """Active energy of the routed work plus idle energy of the replicas that are on, in kJ."""
+    """Active energy of the routed work plus base energy of the replicas that are on, in kJ."""
     active = pulp.lpSum(
         problem.energy_j[problem.index("classes", c), problem.index("deployments", d)] * var
         for (c, d), var in model.x.items()
     )
-    idle = pulp.lpSum(
-        dep.idle_power_w * problem.horizon_s * model.n[dep.id] for dep in problem.deployments
+    base = pulp.lpSum(
+        dep.base_power_w * problem.horizon_s * model.n[dep.id] for dep in problem.deployments
     )
-    return (active + idle) / OBJECTIVE_SCALE_J
+    return (active + base) / OBJECTIVE_SCALE_J
 
 
 def classify_status(status: int, sol_status: int) -> str:

@@ -1,6 +1,6 @@
 """The core MILP of DESIGN.md: energy-optimal replicas and routing.
 
-min   Σ e[c,d]·x[c,d] + Σ n[d]·P_idle[d]·H
+min   Σ e[c,d]·x[c,d] + Σ n[d]·P_base[d]·H
 s.t.  demand, replica capacity, pool inventory, rack power caps, mean quality
       (see ``solvers.formulation`` for one builder per family); x only on eligible pairs.
 
@@ -107,8 +107,8 @@ def solve_milp(
         )
 
     replicas, routing = _plan_arrays(problem, model)
-    active_j, idle_j = problem.plan_energy_j(replicas, routing)
-    objective_j = active_j + idle_j
+    active_j, base_j = problem.plan_energy_j(replicas, routing)
+    objective_j = active_j + base_j
     bound_j = None if outcome.bound is None else outcome.bound * formulation.OBJECTIVE_SCALE_J
     return Solution(
         replicas=replicas,
@@ -151,7 +151,7 @@ def dominated_deployments(problem: Problem, costs: np.ndarray | None = None) -> 
     ``costs`` (D, k) adds per-deployment numbers that must be no higher too (e.g. the
     seconds a batch schedule spends loading a replica).
 
-    ``a`` dominates ``d`` when, with ``tp``, idle and peak power no higher and quality no
+    ``a`` dominates ``d`` when, with ``tp``, base and peak power no higher and quality no
     lower, ``a`` may serve every class ``d`` may, each with no more energy and no more replica
     time (ties go to the lower index). Swapping each replica of ``d`` for one of ``a`` then
     keeps every constraint (pool devices, rack power, capacity, mean quality) and costs no
@@ -165,7 +165,7 @@ def dominated_deployments(problem: Problem, costs: np.ndarray | None = None) -> 
     eligible = problem.eligible()
     fits = formulation.replica_upper_bounds(problem) > 0
     pool_of = np.array([d.pool for d in deps], dtype=object)
-    scalars = np.array([[d.tp, d.idle_power_w, d.peak_power_w, -d.quality] for d in deps])
+    scalars = np.array([[d.tp, d.base_power_w, d.peak_power_w, -d.quality] for d in deps])
     if costs is not None:
         scalars = np.hstack([scalars, np.asarray(costs, dtype=float).reshape(len(deps), -1)])
     energy = np.where(eligible, problem.energy_j, np.inf)
@@ -273,8 +273,8 @@ def _finish(problem: Problem, model: sparse.SparseModel, best: sparse.HighsResul
         raise NoSolutionError("milp:highs", f"no plan within the {time_limit_s} s time limit")
     replicas, routing = sparse.plan_arrays(problem, model, best.values)
     routing[routing <= ROUTING_ZERO_REL * problem.demand[:, None]] = 0.0
-    active_j, idle_j = problem.plan_energy_j(replicas, routing)
-    objective_j = active_j + idle_j
+    active_j, base_j = problem.plan_energy_j(replicas, routing)
+    objective_j = active_j + base_j
     gap = relative_gap(objective_j, bound_j)
     return Solution(replicas=replicas, routing=routing, solver="milp:highs",
                     status=status_for_gap(gap, gap_rel), objective_j=objective_j, bound_j=bound_j,

@@ -56,6 +56,14 @@ class Deployment:
     """Memory each device needs (weights and KV cache shares)."""
     memory_gb: float
     """Memory each device has."""
+    base_power_w: float | None = None
+    """Power the whole replica draws whenever it is on, whatever its load; None: its idle
+    power. Serving online it is higher: continuous batching keeps a lightly loaded replica
+    stepping at a small batch (``scheduler.build.base_power_w``)."""
+
+    def __post_init__(self) -> None:
+        if self.base_power_w is None:
+            object.__setattr__(self, "base_power_w", self.idle_power_w)
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,7 @@ class Problem:
     deployments: tuple[Deployment, ...]
     classes: tuple[DemandClass, ...]
     energy_j: np.ndarray
-    """(C, D) active energy per request above the replica's idle power."""
+    """(C, D) active energy per request above the replica's base power."""
     occupancy_s: np.ndarray
     """(C, D) replica-seconds one request takes (its share of a batched replica)."""
     ttft_s: np.ndarray
@@ -169,10 +177,10 @@ class Problem:
         return ok
 
     def plan_energy_j(self, replicas: np.ndarray, routing: np.ndarray) -> tuple[float, float]:
-        """(active, idle) energy of a plan: routed work plus idle draw of the replicas on."""
+        """(active, base) energy of a plan: routed work plus the base draw of the replicas on."""
         active = float(np.sum(np.where(routing > 0, self.energy_j * routing, 0.0)))
-        idle_w = np.array([d.idle_power_w for d in self.deployments])
-        return active, float(np.dot(replicas, idle_w) * self.horizon_s)
+        base_w = np.array([d.base_power_w for d in self.deployments])
+        return active, float(np.dot(replicas, base_w) * self.horizon_s)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 With the replicas ``n`` fixed, the core MILP of DESIGN.md loses its integers::
 
-    min   Σ e[c,d]·x[c,d]                     (+ the idle energy of the replicas, a constant)
+    min   Σ e[c,d]·x[c,d]                     (+ the base energy of the replicas, a constant)
     s.t.  Σ_d x[c,d] = N[c]                   every request served once
           Σ_c s[c,d]·x[c,d] <= u·H·n[d]       capacity, each class at its own occupancy on d
           Σ q[d]·x[c,d] >= Q·Σ N[c]            mean quality, when set
@@ -91,9 +91,9 @@ def solve_routing(problem: Problem, replicas: np.ndarray, *,
     if result.status != "optimal":
         raise SolverError(f"{SOLVER_NAME} stopped without a routing within {time_limit_s} s")
     _, routing = sparse.plan_arrays(problem, model, np.maximum(result.values, 0.0))
-    active_j, idle_j = problem.plan_energy_j(replicas, routing)
+    active_j, base_j = problem.plan_energy_j(replicas, routing)
     return Solution(replicas=replicas, routing=routing, solver=SOLVER_NAME, status="optimal",
-                    objective_j=active_j + idle_j, bound_j=active_j + idle_j, gap=0.0,
+                    objective_j=active_j + base_j, bound_j=active_j + base_j, gap=0.0,
                     solve_time_s=result.solve_time_s)
 
 

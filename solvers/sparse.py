@@ -156,8 +156,8 @@ def build(problem: Problem, kept: np.ndarray | None = None,
 
     bound_rhs = np.where(np.isfinite(row_upper), row_upper, row_lower).astype(float)
     bound_rhs[:n_classes] = 0.0
-    idle_j = np.array([dep.idle_power_w for dep in problem.deployments]) * problem.horizon_s
-    cost = np.concatenate([idle_j, problem.energy_j[pair_class, pair_deployment]])
+    base_j = np.array([dep.base_power_w for dep in problem.deployments]) * problem.horizon_s
+    cost = np.concatenate([base_j, problem.energy_j[pair_class, pair_deployment]])
     return SparseModel(
         cost=np.concatenate([cost / OBJECTIVE_SCALE_J, np.full(len(slack), unmet_cost or 0.0)]),
         col_lower=np.concatenate([n_lower, np.zeros(pairs + len(slack))]),
@@ -311,10 +311,10 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
     started = time.perf_counter()
     n_upper = np.where(kept, replica_upper_bounds(problem), 0)
     eligible = problem.eligible() & (n_upper > 0)[None, :]
-    # What a request really costs on a deployment in the LP: its energy plus the idle draw
+    # What a request really costs on a deployment in the LP: its energy plus the base draw
     # of the replica time it takes.
-    idle_w = np.array([dep.idle_power_w for dep in problem.deployments])
-    effective_j = problem.energy_j + problem.occupancy_s * idle_w[None, :] / (
+    base_w = np.array([dep.base_power_w for dep in problem.deployments])
+    effective_j = problem.energy_j + problem.occupancy_s * base_w[None, :] / (
         problem.max_utilization)
     order = np.argsort(np.where(eligible, effective_j, np.inf), axis=1, kind="stable")
     chosen = np.zeros_like(eligible)
@@ -420,9 +420,9 @@ UNMET_TOL = 1e-9
 
 def unmet_price_kj(problem: Problem) -> float:
     """A price per unserved request (kJ) above any way of serving it: a thousand times the
-    most energy one request can cost plus a whole replica idling over the horizon for it."""
+    most energy one request can cost plus a whole replica on over the horizon for it."""
     eligible = problem.eligible()
     energy_j = float(problem.energy_j[eligible].max()) if eligible.any() else 0.0
-    idle_j = max((dep.idle_power_w for dep in problem.deployments), default=0.0) * (
+    base_j = max((dep.base_power_w for dep in problem.deployments), default=0.0) * (
         problem.horizon_s)
-    return 1e3 * (energy_j + idle_j + 1.0) / OBJECTIVE_SCALE_J
+    return 1e3 * (energy_j + base_j + 1.0) / OBJECTIVE_SCALE_J

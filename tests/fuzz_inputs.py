@@ -651,7 +651,7 @@ def check_plan_doc(doc: Any, case: Case) -> list[str]:
     """Independent checks of ``plan --format json`` output."""
     if not isinstance(doc, dict):
         return [f"plan is a {type(doc).__name__}"]
-    problems = [p for key in ("energy_j", "active_energy_j", "idle_energy_j", "mean_power_w",
+    problems = [p for key in ("energy_j", "active_energy_j", "base_energy_j", "mean_power_w",
                               "peak_power_w", "horizon_s") if (p := _finite(doc, key))]
     requests = doc.get("requests")
     if not isinstance(requests, int) or requests < 0:
@@ -667,8 +667,8 @@ def check_plan_doc(doc: Any, case: Case) -> list[str]:
         problems.append("a route carries no finite positive number of requests")
     if not _close(routed, requests, 1e-5, 1e-6 * (len(routing) + 1)):
         problems.append(f"routed {routed:g} of {requests} requests")
-    if not _close(doc["energy_j"], doc["active_energy_j"] + doc["idle_energy_j"], 1e-5):
-        problems.append("energy_j is not active_energy_j + idle_energy_j")
+    if not _close(doc["energy_j"], doc["active_energy_j"] + doc["base_energy_j"], 1e-5):
+        problems.append("energy_j is not active_energy_j + base_energy_j")
     if not _close(doc["mean_power_w"], doc["energy_j"] / doc["horizon_s"], 1e-4):
         problems.append("mean_power_w is not energy_j / horizon_s")
     if requests:

@@ -65,6 +65,11 @@ def test_the_checker_catches_a_late_job_extra_replicas_and_a_wrong_objective(sma
     assert any("requests served" in v for v in check_schedule(problem, short).violations)
 
 
+def test_batch_replicas_draw_idle_power_between_full_batches(small):
+    # An offline queue keeps the batch full, then stops: no online base power above idle.
+    assert all(d.base_power_w == d.idle_power_w for d in small.problem.base.deployments)
+
+
 def test_switching_on_costs_the_load_time_at_idle_power(small):
     problem = small.problem
     schedule = run_batch_baseline("edf_fastest", problem)

@@ -20,13 +20,13 @@ def default_plan(tmp_path_factory):
 
 def test_default_plan_beats_every_baseline(default_plan):
     doc, _ = default_plan
-    for key in ("energy_j", "idle_energy_j", "slo_attainment", "solve_time_s", "gap", "status"):
+    for key in ("energy_j", "base_energy_j", "slo_attainment", "solve_time_s", "gap", "status"):
         assert key in doc
     assert doc["status"] == "optimal"
     assert doc["gap"] is not None
     assert doc["gap"] <= DEFAULT_GAP_REL
     assert 0.0 <= doc["slo_attainment"] <= 1.0
-    assert doc["energy_j"] == pytest.approx(doc["active_energy_j"] + doc["idle_energy_j"],
+    assert doc["energy_j"] == pytest.approx(doc["active_energy_j"] + doc["base_energy_j"],
                                             rel=1e-5)
     assert set(doc["baselines"]) >= {"round_robin", "performance_first", "accuracy_first",
                                      "consolidation", "wilkins_threshold"}

@@ -36,7 +36,8 @@ def test_each_replica_costs_what_the_planner_priced(planned):
                                   strict=True)]
         replica_s = weights @ np.array([s for s, _ in steady])
         energy_j = weights @ np.array([e for _, e in steady])
-        gross_j = problem.energy_j[:, d] + spec.costs.idle_power_w * problem.occupancy_s[:, d]
+        gross_j = (problem.energy_j[:, d]
+                   + problem.deployments[d].base_power_w * problem.occupancy_s[:, d])
         assert replica_s == pytest.approx(weights @ problem.occupancy_s[:, d], rel=1e-9)
         assert energy_j == pytest.approx(weights @ gross_j, rel=1e-9)
 

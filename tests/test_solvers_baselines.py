@@ -52,7 +52,7 @@ def _checked(name: str, problem: Problem):
     report = assert_valid(problem, solution, name)
     assert solution.solver == f"baseline:{name}"
     assert solution.status == "heuristic"
-    assert solution.objective_j == pytest.approx(report.energy_active_j + report.energy_idle_j)
+    assert solution.objective_j == pytest.approx(report.energy_active_j + report.energy_base_j)
     return solution
 
 

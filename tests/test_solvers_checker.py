@@ -57,7 +57,7 @@ def test_a_valid_plan_passes_with_its_energy(problem):
     assert report.ok
     assert report.violations == []
     assert report.energy_active_j == pytest.approx(1500 * 4 + 250 * 2 + 250 * 1)
-    assert report.energy_idle_j == pytest.approx(3 * 100 * 3600)
+    assert report.energy_base_j == pytest.approx(3 * 100 * 3600)
     assert report.served_fraction == 1.0
     assert report.slo_ok_fraction == 1.0
 

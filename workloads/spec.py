@@ -13,11 +13,13 @@ A workload file is YAML::
                                # file name's, see workloads.azure.kind_of_file)
     classes: {input_bins: 4, output_bins: 3}
     slo: {code: {ttft_s: 1.0}} # optional per-kind overrides of the fleet's SLO
+    slo_attainment: {code: 0.95}  # share of a kind's requests that must meet every SLO when
+                               # a plan is verified in replay (default 0.99)
     min_quality: {code: 65}    # optional per-kind minimum quality
 
 Synthetic traffic must give at least one expected request per kind and at most
 MAX_REQUESTS in all (checked before generating). ``slo`` and ``min_quality`` may only name
-kinds the requests have.
+kinds the requests have, and so may ``slo_attainment``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ MAX_BINS = 64
 """Token bins per kind and axis; classes grow as kinds x input bins x output bins."""
 
 
+DEFAULT_SLO_ATTAINMENT = 0.99
+"""Share of each kind's requests that must meet every SLO when a plan is verified."""
+
+
 @dataclass(frozen=True)
 class Workload:
     """Requests over a horizon, plus per-kind SLO and quality overrides."""
@@ -61,7 +67,13 @@ class Workload:
     output_bins: int = 3
     slo: dict[str, dict[str, float | None]] = field(default_factory=dict)
     min_quality: dict[str, float] = field(default_factory=dict)
+    slo_attainment: dict[str, float] = field(default_factory=dict)
+    """Per kind, the share of requests that must meet every SLO in replay, where it differs
+    from ``DEFAULT_SLO_ATTAINMENT``."""
     where: str = ""
+
+    def attainment_target(self, kind: str) -> float:
+        return self.slo_attainment.get(kind, DEFAULT_SLO_ATTAINMENT)
     """The file the workload came from, for messages that blame it."""
 
 
@@ -94,13 +106,16 @@ class WorkloadFile(StrictModel):
     classes: Classes = Classes()
     slo: dict[str, SloOverride] = Field(default_factory=dict)
     min_quality: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    slo_attainment: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _nulls_are_defaults(cls, raw: Any) -> Any:
         if isinstance(raw, dict):
             return {k: v for k, v in raw.items()
-                    if not (v is None and k in ("classes", "slo", "min_quality"))}
+                    if not (v is None and k in ("classes", "slo", "min_quality",
+                                                       "slo_attainment"))}
         return raw
 
     @field_validator("traffic", mode="before")
@@ -141,7 +156,7 @@ class WorkloadFile(StrictModel):
 
 def _known_kinds(spec: WorkloadFile, kinds: set[str], where: str) -> None:
     """Per-kind overrides for a kind with no requests would silently never apply."""
-    for key in ("slo", "min_quality"):
+    for key in ("slo", "min_quality", "slo_attainment"):
         for kind in getattr(spec, key):
             if kind not in kinds:
                 raise WorkloadError(f"{where}: {key}.{kind}: no request has kind {short(kind)}; "
@@ -177,6 +192,7 @@ def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Worklo
         output_bins=spec.classes.output_bins,
         slo={kind: values.model_dump(exclude_unset=True) for kind, values in spec.slo.items()},
         min_quality=dict(spec.min_quality),
+        slo_attainment=dict(spec.slo_attainment),
         where=where,
     )
 

@@ -39,8 +39,9 @@ def replica_specs(built: Built, solution: Solution) -> list[ReplicaSpec]:
         routed = solution.routing[:, d]
         if routed.sum() > 0:
             weights = routed / routed.sum()
-            # The planner's gross price: its energy less idle, plus the idle share back.
-            gross_j = problem.energy_j[:, d] + costs.idle_power_w * problem.occupancy_s[:, d]
+            # The planner's gross price: its energy less base, plus the base share back.
+            base_w = problem.deployments[d].base_power_w
+            gross_j = problem.energy_j[:, d] + base_w * problem.occupancy_s[:, d]
             costs = costs.calibrated(
                 int(row.batch), classes.input_tokens.to_numpy(float) + row.recompute_tokens,
                 classes.output_tokens.to_numpy(float), weights=weights,
