@@ -47,12 +47,13 @@ class StepCosts:
     def idle_power_w(self) -> float:
         return self.device.idle_w * self.tp
 
-    def _spec(self, batch: float, context_tokens: float) -> dict[str, float]:
+    def _spec(self, batch: float, context_tokens) -> dict[str, float | np.ndarray]:
         return {
             "active": self.llm.active_params_b * GB,
             "weight_bytes": self.llm.weight_gb * GB,
             "weight_read_bytes": float(self.llm.weight_read_gb(batch)) * GB,
-            "cache_bytes_per_seq": float(self.llm.kv_bytes_per_sequence(context_tokens)),
+            "cache_bytes_per_seq": np.asarray(self.llm.kv_bytes_per_sequence(context_tokens),
+                                              dtype=float),
             "layers": float(self.llm.kv_layers_),
             "hidden": float(self.llm.hidden_size),
             "bandwidth": self.device.bandwidth_gb_s * GB,
@@ -61,17 +62,22 @@ class StepCosts:
             "idle_w": self.device.idle_w,
         }
 
-    def _replica_w(self, device_w: float) -> float:
+    def _replica_w(self, device_w):
         idle_w = self.device.idle_w
-        return (idle_w + (float(device_w) - idle_w) * self.busy_power_scale) * self.tp
+        return (idle_w + (device_w - idle_w) * self.busy_power_scale) * self.tp
 
     def decode_step(self, batch: int, context_tokens: float) -> tuple[float, float]:
         """(time_s, power_w) of one decode step of ``batch`` sequences at a mean context of
         ``context_tokens`` (prompt plus the tokens generated so far)."""
-        t_step, device_w = decode_step_costs(self._spec(batch, context_tokens), batch,
-                                             context_tokens, self.tp, self.constants,
-                                             self.power_cap_w)
-        return float(t_step) * self.time_scale, self._replica_w(device_w)
+        t_step, power_w = self.decode_steps(batch, context_tokens)
+        return float(t_step), float(power_w)
+
+    def decode_steps(self, batch: int, context_tokens) -> tuple[np.ndarray, np.ndarray]:
+        """``decode_step`` at each of the mean contexts ``context_tokens`` (an array)."""
+        context = np.asarray(context_tokens, dtype=float)
+        t_step, device_w = decode_step_costs(self._spec(batch, context), batch, context,
+                                             self.tp, self.constants, self.power_cap_w)
+        return t_step * self.time_scale, self._replica_w(device_w)
 
     def prefill(self, done_tokens: float, tokens: float) -> tuple[float, float]:
         """(time_s, power_w) of prefilling ``tokens`` more of a prompt whose first
@@ -84,7 +90,7 @@ class StepCosts:
             start_s, _ = prefill_costs(spec, done_tokens, self.tp, self.constants,
                                        self.power_cap_w)
             end_s = end_s - start_s
-        return float(end_s) * self.time_scale, self._replica_w(device_w)
+        return float(end_s) * self.time_scale, float(self._replica_w(device_w))
 
     def steady_state(self, batch: int, input_tokens: float,
                      output_tokens: float) -> tuple[float, float]:

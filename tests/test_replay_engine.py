@@ -13,6 +13,7 @@ from energy_models.catalog.specs import get_device, get_llm
 from energy_models.steps import StepCosts
 from scheduler.replay.engine import ReplicaSpec, vllm_replica, vllm_token_budget
 from scheduler.replay.simulate import Requests, simulate
+from scheduler.replay.summary import weighted_percentile
 
 LLM, DEVICE = "llama-3.1-8b", "H100-SXM"
 
@@ -44,8 +45,8 @@ def test_one_request_alone_takes_its_prefill_then_one_step_per_token():
     steps = [step_costs.decode_step(1, 500 + k) for k in (1, 2, 3)]
     assert result.ttft_s[0] == pytest.approx(prefill_s)
     assert result.e2e_s[0] == pytest.approx(prefill_s + sum(s for s, _ in steps))
-    assert result.itl_s == pytest.approx([s for s, _ in steps])
-    assert result.itl_request.tolist() == [0, 0, 0]
+    assert sorted(result.itl_s) == pytest.approx(sorted(s for s, _ in steps))
+    assert result.itl_count.tolist() == [1, 1, 1]
     busy_j = prefill_s * prefill_w + sum(s * w for s, w in steps)
     assert result.busy_energy_j[0] == pytest.approx(busy_j)
     idle_j = step_costs.idle_power_w * (10.0 - result.busy_s[0])
@@ -72,8 +73,7 @@ def test_a_small_kv_cache_preempts_and_still_serves_every_token():
                       requests(np.zeros(16), 512, 400))
     assert result.preemptions[0] > 0
     assert np.isfinite(result.e2e_s).all()
-    per_request = np.bincount(result.itl_request, minlength=16)
-    assert per_request.tolist() == [399] * 16
+    assert result.itl_count.sum() == 399 * 16
 
 
 def test_a_request_longer_than_the_cache_is_not_served():
@@ -124,3 +124,33 @@ def test_vllms_token_budget_follows_its_defaults_by_device():
     assert vllm_token_budget(get_device("H100-SXM")) == 8192
     assert vllm_token_budget(get_device("A100-80GB")) == 2048
     assert vllm_token_budget(get_device("L4")) == 2048
+
+
+def test_runs_of_decode_steps_change_nothing_but_the_speed(monkeypatch):
+    # Bursty mixed traffic on two small-cache replicas: runs are cut by arrivals, end at
+    # finishes and stop where the KV blocks do; step by step must give the same timelines.
+    import scheduler.replay.engine as engine
+
+    rng = np.random.default_rng(5)
+    n = 400
+    arrival_s = np.sort(np.concatenate([rng.uniform(0, 60, n // 2),
+                                        rng.uniform(20, 22, n // 2)]))
+    work = Requests(arrival_s, np.zeros(n, dtype=int), rng.integers(20, 1500, n),
+                    rng.integers(1, 300, n))
+    specs = [replica("a", max_batch=32, kv_capacity_tokens=16 * 1024),
+             replica("b", max_batch=8)]
+    by_runs = simulate(specs, np.ones((1, 1)), work, horizon_s=60.0)
+    monkeypatch.setattr(engine, "MAX_RUN_STEPS", 1)
+    by_steps = simulate(specs, np.ones((1, 1)), work, horizon_s=60.0)
+    assert (by_runs.steps[0]["steps"] > 1).any()
+    assert len(by_runs.steps[0]["steps"]) < len(by_steps.steps[0]["steps"])
+    assert by_runs.preemptions.tolist() == by_steps.preemptions.tolist()
+    np.testing.assert_array_equal(by_runs.replica, by_steps.replica)
+    for field in ("ttft_s", "e2e_s", "tpot_s"):
+        np.testing.assert_allclose(getattr(by_runs, field), getattr(by_steps, field),
+                                   rtol=1e-6, atol=1e-9)
+    assert by_runs.energy_j == pytest.approx(by_steps.energy_j, rel=1e-6)
+    assert by_runs.itl_count.sum() == by_steps.itl_count.sum()
+    for q in (50, 90, 99):
+        assert weighted_percentile(by_runs.itl_s, by_runs.itl_count, q) == pytest.approx(
+            weighted_percentile(by_steps.itl_s, by_steps.itl_count, q), rel=1e-6)

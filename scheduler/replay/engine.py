@@ -11,6 +11,12 @@ recompute preemption). A step's time and energy are its decode step (the decodin
 at their mean context, rounded to a whole token) plus each prefill chunk
 (``energy_models.steps.StepCosts``); a sequence whose prompt completes in a step has its
 first token at that step's end.
+
+Steps that only decode, with nothing waiting that could join, repeat with the same batch
+until its first sequence finishes: such a run is priced at once (its contexts grow a token a
+step) and recorded as one ``StepRecord`` of ``steps`` steps. A request that arrives during a
+run cuts it at the first step end after its arrival, where the step-by-step engine would
+have admitted it, so runs change nothing but the speed.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from energy_models.catalog.specs import DeviceSpec
 from energy_models.memory import BLOCK_TOKENS, serving_memory
 from energy_models.steps import StepCosts
 
 GIB = 2**30
+MAX_RUN_STEPS = 4096
+"""Longest run of decode steps priced at once (bounds the arrays a run holds)."""
 
 
 def vllm_token_budget(device: DeviceSpec) -> int:
@@ -94,6 +104,8 @@ class StepRecord:
     waiting: int
     decode_batch: int
     prefill_tokens: int
+    steps: int = 1
+    """Decode steps of one run (see the module docstring); 1 for a step with prefill."""
 
 
 @dataclass(eq=False)
@@ -108,6 +120,10 @@ class Replica:
     steps: list[StepRecord] = field(default_factory=list)
     _in_step: list[tuple[Sequence, int]] = field(default_factory=list)
     """(sequence, prefill tokens this step; 0 for a decode token) of the step under way."""
+    _run_ends_s: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """End time of each step of the run (or the one step) under way."""
+    _run_energy_j: np.ndarray = field(default_factory=lambda: np.empty(0))
+    """Energy of the run under way by the end of each of its steps."""
     _decode_costs: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
 
     def _decode_step(self, batch: int, context_tokens: int) -> tuple[float, float]:
@@ -124,6 +140,11 @@ class Replica:
     def busy(self) -> bool:
         """A step is under way."""
         return bool(self._in_step)
+
+    @property
+    def step_end_s(self) -> float:
+        """When the step or run under way ends."""
+        return float(self._run_ends_s[-1])
 
     @property
     def load(self) -> int:
@@ -207,6 +228,11 @@ class Replica:
 
     def _run(self, now_s: float, plan: list[tuple[Sequence, int]]) -> float:
         decoders = [s for s, chunk in plan if chunk == 0]
+        if len(decoders) == len(plan) and (not self.waiting
+                                           or len(self.running) >= self.spec.max_batch):
+            steps = self._run_length(decoders)
+            if steps > 1:
+                return self._run_decodes(now_s, plan, decoders, steps)
         duration_s = energy_j = 0.0
         if decoders:
             step_s, step_w = self._decode_step(
@@ -223,12 +249,75 @@ class Replica:
         self.steps.append(StepRecord(now_s, duration_s, energy_j, len(self.running),
                                      len(self.waiting), len(decoders), prefill_tokens))
         self._in_step = plan
+        self._run_ends_s = np.array([now_s + duration_s])
+        self._run_energy_j = np.array([energy_j])
         return duration_s
 
-    def end_step(self, now_s: float) -> tuple[list[Sequence], list[tuple[int, float]]]:
-        """Finish the step under way at ``now_s``: the sequences that completed, and
-        (request, inter-token gap) of the tokens this step produced after a first."""
-        finished, gaps_s = [], []
+    def _run_length(self, decoders: list[Sequence]) -> int:
+        """Steps the batch ``decoders`` can run unchanged: until its first sequence finishes,
+        and no further than the free KV blocks let every sequence grow (their first step's
+        token already has its block); allocates the blocks."""
+        steps = min(min(s.output_tokens - s.generated for s in decoders), MAX_RUN_STEPS)
+        if steps <= 1:
+            return 1
+        context = np.array([s.context for s in decoders])
+        blocks = np.array([s.blocks for s in decoders])
+
+        def blocks_needed(k: int) -> np.ndarray:
+            return np.maximum(-(-(context + k) // BLOCK_TOKENS) - blocks, 0)
+
+        if blocks_needed(steps).sum() > self.free_blocks:
+            low, high = 1, steps  # blocks_needed(1) is 0: _schedule allocated it
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = ((middle, high) if blocks_needed(middle).sum() <= self.free_blocks
+                             else (low, middle))
+            steps = low
+        extra = blocks_needed(steps)
+        for sequence, more in zip(decoders, extra.tolist(), strict=True):
+            sequence.blocks += more
+        self.free_blocks -= int(extra.sum())
+        return steps
+
+    def _run_decodes(self, now_s: float, plan: list[tuple[Sequence, int]],
+                     decoders: list[Sequence], steps: int) -> float:
+        mean_context = sum(s.context for s in decoders) / len(decoders)
+        step_s, step_w = self.spec.costs.decode_steps(
+            len(decoders), np.round(mean_context + np.arange(steps)))
+        self._run_ends_s = now_s + np.cumsum(step_s)
+        self._run_energy_j = np.cumsum(step_s * step_w)
+        self.steps.append(StepRecord(now_s, float(self._run_ends_s[-1] - now_s),
+                                     float(self._run_energy_j[-1]), len(self.running),
+                                     len(self.waiting), len(decoders), 0, steps))
+        self._in_step = plan
+        return float(self._run_ends_s[-1] - now_s)
+
+    def cut(self, now_s: float) -> float | None:
+        """A request joined during a run: the run ends at its first step end after ``now_s``
+        instead (blocks allocated beyond it go back); the new end, or None if unchanged."""
+        keep = int(np.searchsorted(self._run_ends_s, now_s, side="right")) + 1
+        if keep >= len(self._run_ends_s):
+            return None
+        self._run_ends_s = self._run_ends_s[:keep]
+        self._run_energy_j = self._run_energy_j[:keep]
+        record = self.steps[-1]
+        record.duration_s = float(self._run_ends_s[-1] - record.start_s)
+        record.energy_j = float(self._run_energy_j[-1])
+        record.steps = keep
+        for sequence, _ in self._in_step:
+            needed = -(-(sequence.context + keep) // BLOCK_TOKENS)
+            self.free_blocks += sequence.blocks - needed
+            sequence.blocks = needed
+        return float(self._run_ends_s[-1])
+
+    def end_step(self, now_s: float) -> tuple[list[Sequence], list[tuple[float, int]]]:
+        """Finish the step or run under way at ``now_s``: the sequences that completed, and
+        the inter-token gaps of the tokens it produced after a first, as (gap, how many)."""
+        finished = []
+        gaps_s: dict[float, int] = {}
+        decoded = 0
+        steps = len(self._run_ends_s)
+        later_gaps_s = np.diff(self._run_ends_s).tolist()
         for sequence, chunk in self._in_step:
             if not sequence.active:
                 continue
@@ -239,12 +328,16 @@ class Replica:
             if sequence.first_token_s is None:
                 sequence.first_token_s = now_s
             else:
-                gaps_s.append((sequence.request, now_s - sequence.last_token_s))
+                gap_s = float(self._run_ends_s[0]) - sequence.last_token_s
+                gaps_s[gap_s] = gaps_s.get(gap_s, 0) + 1
+                decoded += 1
             sequence.last_token_s = now_s
-            sequence.generated += 1
+            sequence.generated += steps
             if sequence.generated >= sequence.output_tokens:
                 finished.append(sequence)
         for sequence in finished:
             self._release(sequence)
+        for gap_s in later_gaps_s:
+            gaps_s[gap_s] = gaps_s.get(gap_s, 0) + decoded
         self._in_step = []
-        return finished, gaps_s
+        return finished, list(gaps_s.items())

@@ -40,14 +40,15 @@ class ReplayResult:
     tpot_s: np.ndarray
     """Each request's mean inter-token gap (NaN with one output token)."""
     itl_s: np.ndarray
-    """Every inter-token gap of every request."""
-    itl_request: np.ndarray
-    """The request each gap belongs to."""
+    """Inter-token gaps: each distinct gap of a step (or run of steps)..."""
+    itl_count: np.ndarray
+    """... and how many tokens had it."""
     replica_deployment: np.ndarray
     """Per replica, the index of the plan's deployment it belongs to."""
     steps: tuple[dict[str, np.ndarray], ...]
     """Per replica: ``start_s``, ``duration_s``, ``energy_j``, ``running``, ``waiting``,
-    ``decode_batch``, ``prefill_tokens`` of every step."""
+    ``decode_batch``, ``prefill_tokens`` and ``steps`` of every step (or run of decode
+    steps, ``engine``)."""
     idle_power_w: np.ndarray
     preemptions: np.ndarray
     end_s: float
@@ -82,7 +83,7 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
     first_token_s = np.full(n, np.nan)
     done_s = np.full(n, np.nan)
     gaps_s: list[float] = []
-    gap_request: list[int] = []
+    gap_count: list[int] = []
     queue = EventQueue()
     for i in range(n):
         queue.push(float(requests.arrival_s[i]), ARRIVAL, i)
@@ -110,16 +111,20 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
             replica.admit(Running(payload, tokens_in, tokens_out, prefill_target=tokens_in))
             if not replica.busy:
                 start(k, now_s)
+            elif (end_cut_s := replica.cut(now_s)) is not None:
+                queue.push(end_cut_s, STEP_END, k)
             continue
         replica = replicas[payload]
+        if not replica.busy or now_s != replica.step_end_s:
+            continue  # the end of a run that was cut short
         finished, gaps = replica.end_step(now_s)
         end_s = max(end_s, now_s)
         for sequence in finished:
             first_token_s[sequence.request] = sequence.first_token_s
             done_s[sequence.request] = now_s
-        for request, gap_s in gaps:
-            gap_request.append(request)
+        for gap_s, count in gaps:
             gaps_s.append(gap_s)
+            gap_count.append(count)
         start(payload, now_s)
 
     arrival_s = np.asarray(requests.arrival_s, dtype=float)
@@ -130,7 +135,7 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
                           np.nan)
     return ReplayResult(
         replica=served_by, ttft_s=first_token_s - arrival_s, e2e_s=e2e_s, tpot_s=tpot_s,
-        itl_s=np.asarray(gaps_s), itl_request=np.asarray(gap_request, dtype=np.int64),
+        itl_s=np.asarray(gaps_s, dtype=float), itl_count=np.asarray(gap_count, dtype=np.int64),
         replica_deployment=np.array([spec.deployment for spec in replica_specs], dtype=int),
         steps=tuple(_step_arrays(replica) for replica in replicas),
         idle_power_w=np.array([spec.costs.idle_power_w for spec in replica_specs]),
@@ -140,6 +145,6 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
 
 def _step_arrays(replica: Replica) -> dict[str, np.ndarray]:
     columns = ("start_s", "duration_s", "energy_j", "running", "waiting", "decode_batch",
-               "prefill_tokens")
+               "prefill_tokens", "steps")
     return {column: np.array([getattr(step, column) for step in replica.steps], dtype=float)
             for column in columns}

@@ -40,6 +40,17 @@ def power_over_time(result: ReplayResult,
     return edges[:-1], power
 
 
+def weighted_percentile(values: np.ndarray, counts: np.ndarray, q: float) -> float:
+    """The ``q``-th percentile of ``values`` each repeated ``counts`` times (the lower of
+    two neighbours, numpy's "lower"); NaN if there are none."""
+    if not counts.sum():
+        return float("nan")
+    order = np.argsort(values, kind="stable")
+    cumulative = np.cumsum(counts[order])
+    rank = int(np.floor(q / 100.0 * (cumulative[-1] - 1)))
+    return float(values[order][np.searchsorted(cumulative, rank, side="right")])
+
+
 def slo_checks(result: ReplayResult, problem: Problem,
                requests: Requests) -> dict[str, np.ndarray]:
     """Per request, whether it was served and whether its TTFT, mean inter-token gap and
@@ -85,8 +96,8 @@ def replay_summary(result: ReplayResult, problem: Problem, requests: Requests,
         else 1.0,
         "ttft_p50_s": percentile(result.ttft_s, 50),
         "ttft_p99_s": percentile(result.ttft_s, 99),
-        "itl_p50_s": percentile(result.itl_s, 50),
-        "itl_p99_s": percentile(result.itl_s, 99),
+        "itl_p50_s": weighted_percentile(result.itl_s, result.itl_count, 50),
+        "itl_p99_s": weighted_percentile(result.itl_s, result.itl_count, 99),
         "e2e_p99_s": percentile(result.e2e_s, 99),
         "mean_power_w": (result.energy_j + unused_j) / result.end_s if result.end_s > 0
         else 0.0,
