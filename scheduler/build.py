@@ -219,33 +219,47 @@ def base_power_w(candidates: pd.DataFrame, occupancy_s: np.ndarray, gross_j: np.
 
     A replica under continuous batching never waits for a full batch: at any load it steps
     at the batch its arrivals keep running, so its power rises steeply from idle at the first
-    request and slowly after (concave in load). Each (pool, LLM, TP) family gives points
-    (throughput at a level's batch, power there) plus (0, idle); on their upper concave hull,
-    a level's price is the line through its own point with the slope of the hull just below
-    it: exact at full load, close at the loads where a cheaper level no longer fits. The
-    line's intercept, between idle and the level's own power, is the base; the rest of a
-    request's energy is priced per request. ``gross_j`` and ``occupancy_s`` are (C, D), the
-    classes weighted by ``weights`` (C, D: requests of each class the deployment can serve).
+    request and slowly after (concave in load). Each (pool, LLM, TP) family's levels on that
+    curve (no recompute, and more throughput than every smaller batch: a level that preempts
+    serves less for more power) give points (throughput at the level's batch, power there)
+    plus (0, idle); on their upper concave hull, every level's price is the line through its
+    own point with the slope of the hull just below it: exact at full load, close at the
+    loads where a cheaper level no longer fits. The line's intercept is the base, between
+    idle and the power of the level's least-drawing class (so every class's energy above it
+    stays positive and each class's full-load price exact); the rest of a request's energy
+    is priced per request. ``gross_j`` and ``occupancy_s`` are (C, D), the classes weighted
+    by ``weights`` (C, D: requests of each class the deployment can serve).
     """
+    served = weights > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         occupancy = np.einsum("cd,cd->d", weights, occupancy_s) / weights.sum(axis=0)
         power_w = np.einsum("cd,cd->d", weights, gross_j) / weights.sum(axis=0) / occupancy
+        least_class_w = np.where(served, gross_j / occupancy_s, np.inf).min(axis=0)
         throughput = 1.0 / occupancy
     idle_w = candidates.idle_power_w.to_numpy(float)
+    recomputes = candidates.recompute_tokens.to_numpy(float) > 0
     base_w = idle_w.copy()
     for _, family in candidates.groupby(["pool", "llm", "tp"], sort=False):
-        members = family.index[np.isfinite(throughput[family.index])].to_numpy()
-        x = np.concatenate([[0.0], throughput[members]])
-        y = np.concatenate([[idle_w[members].min(initial=np.inf)], power_w[members]])
+        members = family.sort_values("batch", kind="stable").index.to_numpy()
+        members = members[np.isfinite(throughput[members])]
+        if not len(members):
+            continue
+        best_below = np.maximum.accumulate(np.concatenate([[0.0], throughput[members]]))[:-1]
+        on_curve = members[~recomputes[members] & (throughput[members] > best_below)]
+        x = np.concatenate([[0.0], throughput[on_curve]])
+        y = np.concatenate([[idle_w[members].min()], power_w[on_curve]])
         hull: list[int] = []
         for k in np.argsort(x, kind="stable"):
             while len(hull) >= 2 and ((x[hull[-1]] - x[hull[-2]]) * (y[k] - y[hull[-2]])
                                       >= (y[hull[-1]] - y[hull[-2]]) * (x[k] - x[hull[-2]])):
                 hull.pop()
             hull.append(k)
+        if len(hull) < 2:
+            continue
         hull_x, hull_y = x[hull], y[hull]
         right = np.clip(np.searchsorted(hull_x, throughput[members]), 1, len(hull) - 1)
-        slope = (hull_y[right] - hull_y[right - 1]) / (hull_x[right] - hull_x[right - 1])
-        base_w[members] = np.clip(power_w[members] - slope * throughput[members],
-                                  idle_w[members], power_w[members])
+        slope = np.maximum((hull_y[right] - hull_y[right - 1])
+                           / (hull_x[right] - hull_x[right - 1]), 0.0)
+        base_w[members] = np.minimum(np.maximum(power_w[members] - slope * throughput[members],
+                                                idle_w[members]), least_class_w[members])
     return base_w

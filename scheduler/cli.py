@@ -199,9 +199,12 @@ def replay(
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds for the plan.")] = 30.0,  # noqa: E501
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`.")] = None,  # noqa: E501
     report: Annotated[Path | None, typer.Option(help="Write index.html (one self-contained page) and the PNGs behind it to this folder.")] = None,  # noqa: E501
+    saved: Annotated[Path | None, typer.Option("--plan", help="Replay this saved plan (from `wattsched plan --out`) as the optimised one instead of planning it.")] = None,  # noqa: E501
+    seed: Annotated[int | None, typer.Option(min=0, help="Draw the workload's synthetic traffic with this seed instead of its own: a plan checked on arrivals it was not planned on.")] = None,  # noqa: E501
 ) -> None:
-    """Plan, then replay the plan and every baseline on the workload's arrivals, request by
-    request (continuous batching, chunked prefill, KV cache): energy and SLOs as served."""
+    """Plan (or take a saved plan), then replay it and every baseline on the workload's
+    arrivals, request by request (continuous batching, chunked prefill, KV cache): energy
+    and SLOs as served."""
     from scheduler.inventory import load_fleet
     from scheduler.pipeline import run_plan
     from scheduler.replay.compare import replay_plans
@@ -212,13 +215,19 @@ def replay(
         require_seconds("--time-limit", time_limit, "30")
         with err.status("loading fleet and workload") as status:
             fleet_spec = load_fleet(fleet)
-            work = load_workload(workload)
+            work = load_workload(workload, seed)
             fitted = load_models(models)
 
             progress = announcer(status)
             outcome = run_plan(fleet_spec, work, models=fitted, time_limit_s=time_limit,
                                progress=progress)
-            compared, replays = replay_plans(outcome, work.requests, fleet_spec, progress)
+            optimised = None
+            if saved is not None:
+                from scheduler.saved_plan import load_saved_plan
+
+                optimised = load_saved_plan(saved, outcome.built)
+            compared, replays = replay_plans(outcome, work.requests, fleet_spec, progress,
+                                             optimised)
             doc = {"fleet": fleet_spec.name, "workload": work.name, **compared}
             if report is not None:
                 from scheduler.replay.report import write_report

@@ -298,8 +298,9 @@ def wilkins_threshold(
     ``peak_power_w / tp``, the highest of the pool's deployments) among pools with any eligible
     deployment that fits memory; the big system is the pool with the highest. A class whose
     ``class_tokens`` are below ``threshold`` goes to the low-power pool, else to the big one.
-    Within its pool a class prefers its lowest-energy eligible deployment; it spills to the
-    other pool, then to any other eligible deployment, by increasing energy.
+    Within its pool a class prefers its lowest-energy eligible deployment (energy with its
+    share of the replica's base draw, ``Problem.effective_energy_j``); it spills to the other
+    pool, then to any other eligible deployment, by increasing energy.
 
     Problem has no token counts, so ``class_tokens`` defaults to a proxy: each class's rank
     by its best e2e latency on the big pool (longer requests take longer). ``threshold``
@@ -339,6 +340,7 @@ def wilkins_threshold(
             f"class_tokens has shape {tokens.shape}, expected {(len(problem.classes),)}"
         )
     cut = _weighted_median(tokens, problem.demand) if threshold is None else threshold
+    effective_j = problem.effective_energy_j()
     preferences = []
     for i in range(len(problem.classes)):
         home, away = (on_low, on_big) if tokens[i] < cut else (on_big, on_low)
@@ -347,7 +349,7 @@ def wilkins_threshold(
             [
                 k
                 for mask in order
-                for k in _ranked(eligible[i] & mask, lambda k, i=i: (problem.energy_j[i, k],))
+                for k in _ranked(eligible[i] & mask, lambda k, i=i: (effective_j[i, k],))
             ]
         )
     fleet = _greedy_fill(problem, "wilkins_threshold", preferences)

@@ -176,6 +176,12 @@ class Problem:
             ok &= np.where(self.servable, latency, np.inf) <= bound[:, None]
         return ok
 
+    def effective_energy_j(self) -> np.ndarray:
+        """(C, D) what a request really costs on a deployment: its energy plus the base draw
+        of the replica time it takes, at full planned use."""
+        base_w = np.array([d.base_power_w for d in self.deployments])
+        return self.energy_j + self.occupancy_s * base_w[None, :] / self.max_utilization
+
     def plan_energy_j(self, replicas: np.ndarray, routing: np.ndarray) -> tuple[float, float]:
         """(active, base) energy of a plan: routed work plus the base draw of the replicas on."""
         active = float(np.sum(np.where(routing > 0, self.energy_j * routing, 0.0)))

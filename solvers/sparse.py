@@ -311,12 +311,8 @@ def solve_relaxation(problem: Problem, kept: np.ndarray, *, time_limit_s: float,
     started = time.perf_counter()
     n_upper = np.where(kept, replica_upper_bounds(problem), 0)
     eligible = problem.eligible() & (n_upper > 0)[None, :]
-    # What a request really costs on a deployment in the LP: its energy plus the base draw
-    # of the replica time it takes.
-    base_w = np.array([dep.base_power_w for dep in problem.deployments])
-    effective_j = problem.energy_j + problem.occupancy_s * base_w[None, :] / (
-        problem.max_utilization)
-    order = np.argsort(np.where(eligible, effective_j, np.inf), axis=1, kind="stable")
+    order = np.argsort(np.where(eligible, problem.effective_energy_j(), np.inf), axis=1,
+                       kind="stable")
     chosen = np.zeros_like(eligible)
     rows = np.arange(len(problem.classes))[:, None]
     chosen[rows, order[:, :PRICING_START_PER_CLASS]] = True

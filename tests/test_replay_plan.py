@@ -80,6 +80,69 @@ def test_replay_command_prints_one_json_document_the_same_each_run(tmp_path):
     assert wattsched("replay", "--workload", str(path), "--format", "json").stdout == first.stdout
 
 
+def test_a_saved_plan_replays_as_planned_and_on_other_arrivals(tmp_path):
+    from tests.test_stdout import one_json_document, wattsched
+
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_WORKLOAD)
+    saved = tmp_path / "plan.json"
+    assert wattsched("plan", "--workload", str(path), "--no-baselines", "--out",
+                     str(saved)).returncode == 0
+    fresh = one_json_document(wattsched("replay", "--workload", str(path), "--format", "json"))
+    again = one_json_document(wattsched("replay", "--workload", str(path), "--plan", str(saved),
+                                        "--format", "json"))
+    # The saved routing is rounded to six digits: the same replay up to that.
+    assert again["plans"].keys() == fresh["plans"].keys()
+    for name, plan in fresh["plans"].items():
+        for key in ("replayed_energy_j", "slo_attainment", "ttft_p99_s", "requests"):
+            assert again["plans"][name][key] == pytest.approx(plan[key], rel=1e-6)
+    other = one_json_document(wattsched("replay", "--workload", str(path), "--plan",
+                                        str(saved), "--seed", "11", "--format", "json"))
+    assert other["plans"]["optimised"]["planned_energy_j"] == pytest.approx(
+        fresh["plans"]["optimised"]["planned_energy_j"])
+    assert other["plans"]["optimised"]["requests"] != fresh["plans"]["optimised"]["requests"]
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda doc: doc["replicas"][0].update(deployment="h100.nope.tp1.b8"),
+     "replicas[0].deployment"),
+    (lambda doc: doc.update(routing=doc["routing"][:1]), "routing"),
+    (lambda doc: doc.pop("energy_j"), "energy_j"),
+])
+def test_a_bad_saved_plan_is_one_line_naming_the_field(tmp_path, edit, field):
+    import json
+
+    from tests.test_stdout import wattsched
+
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL_WORKLOAD)
+    saved = tmp_path / "plan.json"
+    assert wattsched("plan", "--workload", str(path), "--no-baselines", "--out",
+                     str(saved)).returncode == 0
+    doc = json.loads(saved.read_text())
+    edit(doc)
+    saved.write_text(json.dumps(doc))
+    result = wattsched("replay", "--workload", str(path), "--plan", str(saved))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert str(saved) in lines[0]
+    assert field in lines[0]
+
+
+def test_a_trace_workload_refuses_a_seed(tmp_path):
+    from tests.test_stdout import wattsched
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens,kind\n0.5,100,20,chat\n")
+    path = tmp_path / "w.yaml"
+    path.write_text(f"trace: {trace}\nhorizon_s: 60\n")
+    result = wattsched("replay", "--workload", str(path), "--seed", "3")
+    assert result.returncode == 2
+    assert "seed" in result.stderr
+
+
 def test_replay_command_names_a_bad_option():
     from tests.test_stdout import wattsched
 

@@ -15,11 +15,13 @@ from workloads.errors import WorkloadError
 from workloads.spec import load_workload, parse_workload
 
 
-def family(throughput: list[float], power_w: list[float], idle_w: float = 50.0):
-    """One (pool, llm, tp) family with one class: occupancy 1/throughput, gross energy
-    power x occupancy."""
-    candidates = pd.DataFrame({"pool": "p", "llm": "m", "tp": 1,
-                               "idle_power_w": idle_w, "batch": range(len(throughput))})
+def family(throughput: list[float], power_w: list[float], idle_w: float = 50.0,
+           recompute_tokens: list[float] | None = None):
+    """One (pool, llm, tp) family with one class, levels in batch order: occupancy
+    1/throughput, gross energy power x occupancy."""
+    candidates = pd.DataFrame({"pool": "p", "llm": "m", "tp": 1, "idle_power_w": idle_w,
+                               "batch": range(len(throughput)),
+                               "recompute_tokens": recompute_tokens or 0.0})
     occupancy = 1.0 / np.array([throughput])
     gross = occupancy * np.array([power_w])
     return candidates, occupancy, gross, np.ones_like(occupancy)
@@ -35,6 +37,29 @@ def test_a_concave_family_is_priced_on_its_hull_chords():
     # Exact at full load: base plus the per-request rest gives the level's own power.
     per_request_j = gross[0] - base * occupancy[0]
     assert base + per_request_j / occupancy[0] == pytest.approx([300.0, 390.0, 490.0])
+
+
+def test_a_preempting_level_is_priced_against_the_curve_not_part_of_it():
+    # The largest batch preempts: less throughput than the level below for more power. It
+    # must not bend the curve the other levels are priced on.
+    clean = base_power_w(*family([1.0, 10.0, 20.0], [300.0, 390.0, 490.0]))
+    candidates, occupancy, gross, weights = family([1.0, 10.0, 20.0, 15.0],
+                                                   [300.0, 390.0, 490.0, 520.0],
+                                                   recompute_tokens=[0, 0, 0, 300])
+    base = base_power_w(candidates, occupancy, gross, weights)
+    assert base[:3] == pytest.approx(clean)
+    assert base[3] == pytest.approx(520.0 - 10.0 * 15.0)
+
+
+def test_the_base_stays_below_every_class_so_each_class_is_exact_at_full_load():
+    candidates = pd.DataFrame({"pool": "p", "llm": "m", "tp": 1, "idle_power_w": 50.0,
+                               "batch": [1, 2], "recompute_tokens": 0.0})
+    occupancy = np.array([[1.0, 0.1], [1.0, 0.1]])
+    power = np.array([[300.0, 480.0], [250.0, 200.0]])  # class 1 draws little at level 2
+    weights = np.array([[1.0, 9.0], [1.0, 1.0]])
+    base = base_power_w(candidates, occupancy, power * occupancy, weights)
+    assert base[1] <= 200.0 + 1e-9
+    assert np.all(power * occupancy - base[None, :] * occupancy >= -1e-12)
 
 
 def test_a_level_below_the_hull_keeps_its_own_point_and_stays_within_bounds():
@@ -112,3 +137,16 @@ def test_an_slo_attainment_above_one_is_refused():
            "slo_attainment": {"chat": 1.5}}
     with pytest.raises(WorkloadError, match="slo_attainment"):
         parse_workload(raw, "w.yaml")
+
+
+def test_no_room_to_queue_anywhere_still_leaves_a_class_its_closest_deployments(small):
+    import dataclasses
+
+    from scheduler.replay.verify import _room_to_queue
+
+    problem = run_plan(load_fleet(), load_workload(small), baselines=False).built.problem
+    strict = dataclasses.replace(problem, classes=tuple(
+        dataclasses.replace(c, slo_ttft_s=1e-6) for c in problem.classes))
+    allowed = _room_to_queue(strict) & strict.servable
+    assert allowed.any(axis=1).all()
+    assert allowed.sum() < _room_to_queue(problem).sum()

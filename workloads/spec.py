@@ -71,10 +71,10 @@ class Workload:
     """Per kind, the share of requests that must meet every SLO in replay, where it differs
     from ``DEFAULT_SLO_ATTAINMENT``."""
     where: str = ""
+    """The file the workload came from, for messages that blame it."""
 
     def attainment_target(self, kind: str) -> float:
         return self.slo_attainment.get(kind, DEFAULT_SLO_ATTAINMENT)
-    """The file the workload came from, for messages that blame it."""
 
 
 Seconds = Annotated[float, Field(gt=0)]
@@ -197,12 +197,19 @@ def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Worklo
     )
 
 
-def load_workload(path: str | Path | None = None) -> Workload:
-    """The workload at ``path``, or the bundled default (seeded chat and code traffic)."""
+def load_workload(path: str | Path | None = None, seed: int | None = None) -> Workload:
+    """The workload at ``path``, or the bundled default (seeded chat and code traffic);
+    ``seed`` draws its synthetic traffic afresh instead of with the file's seed."""
     if path is None:
         where = "default_workload.yaml"
         text = resources.files("workloads").joinpath("data", where).read_text()
-        return parse_workload(parse_yaml(text, message_error(WorkloadError, where)), where)
-    path = Path(path)
-    raw = load_yaml(path, message_error(WorkloadError, str(path)))
-    return parse_workload(raw, str(path), base_dir=path.parent)
+        raw, base_dir = parse_yaml(text, message_error(WorkloadError, where)), None
+    else:
+        where, base_dir = str(path), Path(path).parent
+        raw = load_yaml(path, message_error(WorkloadError, where))
+    if seed is not None:
+        if not isinstance(raw, dict) or "trace" in raw:
+            raise WorkloadError(f"{where}: seed: a trace's arrivals are fixed; --seed draws "
+                                f"synthetic traffic only")
+        raw = {**raw, "seed": seed}
+    return parse_workload(raw, where, base_dir=base_dir)

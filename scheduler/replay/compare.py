@@ -13,9 +13,10 @@ from scheduler.plan import Plan
 from scheduler.replay.from_plan import plan_requests, replay_solution, unused_idle_power_w
 from scheduler.replay.simulate import ReplayResult
 from scheduler.replay.summary import replay_summary
+from scheduler.saved_plan import SavedPlan
 
 
-def replay_plan(built: Built, plan: Plan, requests: pd.DataFrame,
+def replay_plan(built: Built, plan: Plan | SavedPlan, requests: pd.DataFrame,
                 fleet: Fleet) -> tuple[ReplayResult, dict]:
     """``plan`` replayed on ``requests``, and the replay's summary."""
     result = replay_solution(built, plan.solution, requests)
@@ -26,12 +27,12 @@ def replay_plan(built: Built, plan: Plan, requests: pd.DataFrame,
 
 def replay_plans(outcome, requests: pd.DataFrame, fleet: Fleet,
                  progress: Callable[[str], None] = lambda message: None,
-                 ) -> tuple[dict, dict[str, ReplayResult]]:
-    """The document: ``plans``, per plan (``optimised``, then each baseline that can serve
-    the workload), its replay summary; ``saving_pct``, the optimised plan's replayed energy
-    saving against each baseline, in percent of the baseline's. And each plan's replay, for
-    the report."""
-    plans: dict[str, Plan] = {"optimised": outcome.plan}
+                 optimised: SavedPlan | None = None) -> tuple[dict, dict[str, ReplayResult]]:
+    """The document: ``plans``, per plan (``optimised``: ``outcome``'s, or the saved plan
+    ``optimised``; then each baseline that can serve the workload), its replay summary;
+    ``saving_pct``, the optimised plan's replayed energy saving against each baseline, in
+    percent of the baseline's. And each plan's replay, for the report."""
+    plans: dict[str, Plan | SavedPlan] = {"optimised": optimised or outcome.plan}
     plans.update({name: plan for name, plan in outcome.baselines.items()
                   if isinstance(plan, Plan)})
     summaries, replays = {}, {}

@@ -180,11 +180,15 @@ def _last_met(rounds: list[dict[str, Any]]) -> dict[str, float]:
 
 def _room_to_queue(problem: Problem) -> np.ndarray:
     """(C, D) True where a class's latencies alone (at its p90 tokens) are within
-    ``LONE_SLACK`` of its SLOs."""
-    ok = np.ones(problem.servable.shape, dtype=bool)
-    for kind, bound in problem.class_slos().items():
-        ok &= getattr(problem, kind) <= LONE_SLACK * bound[:, None]
-    return ok
+    ``LONE_SLACK`` of its SLOs; a class with no such deployment keeps the ones where it
+    comes closest, so that the exclusion alone never leaves it unservable."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.max([getattr(problem, kind) / bound[:, None]
+                        for kind, bound in problem.class_slos().items()], axis=0)
+    share = np.where(problem.servable, share, np.inf)
+    closest = share <= share.min(axis=1, keepdims=True) * (1 + 1e-9)
+    return (share <= LONE_SLACK) | (closest & ~(share <= LONE_SLACK).any(axis=1,
+                                                                        keepdims=True))
 
 
 def _tightened(built: Built, headroom: dict[str, float], allowed: np.ndarray) -> Built:
