@@ -35,3 +35,4 @@ bench: $(BIN)/wattsched
 	$(BIN)/python benchmarks/batch_hardware_choice.py
 	$(BIN)/python benchmarks/replay_powertrace.py
 	$(BIN)/python benchmarks/replay_mlenergy.py
+	$(BIN)/python benchmarks/replay_speed.py

@@ -13,6 +13,7 @@ preemption. Where a fitted regression or the predictor priced the plan instead,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,13 @@ from energy_models.analytical.model import (
     prefill_costs,
 )
 from energy_models.catalog.specs import DeviceSpec, LlmSpec
+
+
+@functools.lru_cache(maxsize=4096)
+def _weight_read_bytes(llm: LlmSpec, batch: int) -> float:
+    """Weight bytes a decode step of ``batch`` reads (a MoE reads more with the batch): the
+    replay asks the same few batches millions of times."""
+    return float(llm.weight_read_gb(batch)) * GB
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class StepCosts:
         return {
             "active": self.llm.active_params_b * GB,
             "weight_bytes": self.llm.weight_gb * GB,
-            "weight_read_bytes": float(self.llm.weight_read_gb(batch)) * GB,
+            "weight_read_bytes": _weight_read_bytes(self.llm, batch),
             "cache_bytes_per_seq": np.asarray(self.llm.kv_bytes_per_sequence(context_tokens),
                                               dtype=float),
             "layers": float(self.llm.kv_layers_),

@@ -196,3 +196,10 @@ def test_replay_powertrace_benchmark(shared_data, capsys):
 def test_replay_powertrace_benchmark_skips_without_data(tmp_path, capsys):
     assert _main("replay_powertrace.py")(["--data", str(tmp_path)]) == 0
     assert "skipped" in capsys.readouterr().out
+
+
+def test_replay_speed_benchmark(capsys):
+    assert _main("replay_speed.py")(["--requests", "2000", "--workers", "1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "requests/s" in out
+    assert "target 1,000,000 requests in 60 s on one core within 2 GB:" in out

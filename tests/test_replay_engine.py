@@ -105,6 +105,20 @@ def test_the_same_requests_replay_the_same_way():
     assert first.energy_j == again.energy_j
 
 
+def test_replicas_in_parallel_replay_exactly_as_one_by_one():
+    rng = np.random.default_rng(4)
+    arrival_s = np.sort(rng.uniform(0, 30, 300))
+    load = requests(arrival_s, rng.integers(50, 2000, 300), rng.integers(1, 300, 300))
+    specs = [replica("a"), replica("b"), replica("c", 1)]
+    shares = np.array([[2.0, 1.0]])
+    alone = simulate(specs, shares, load, horizon_s=30.0)
+    parallel = simulate(specs, shares, load, horizon_s=30.0, workers=2)
+    np.testing.assert_array_equal(alone.replica, parallel.replica)
+    np.testing.assert_array_equal(alone.e2e_s, parallel.e2e_s)
+    np.testing.assert_array_equal(alone.itl_s, parallel.itl_s)
+    assert alone.energy_j == parallel.energy_j
+
+
 def test_power_over_time_keeps_the_energy_and_idles_between_steps():
     from scheduler.replay.summary import power_over_time
 

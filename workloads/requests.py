@@ -19,6 +19,9 @@ import pandas as pd
 from energy_models.inputs import MAX_TABLE_BYTES, message_error, read_bytes, short
 from workloads.errors import WorkloadError
 
+GOLDEN_RATIO_CONJUGATE = (np.sqrt(5.0) - 1.0) / 2.0
+"""Steps of the low-discrepancy sequence that thins a trace evenly."""
+
 REQUEST_COLUMNS = ("arrival_s", "input_tokens", "output_tokens", "kind")
 MAX_TOKENS = 10_000_000
 """Tokens of one prompt or completion: far above any model's context, far below int64."""
@@ -94,3 +97,23 @@ def read_request_csv(path: str, azure_kind: str | None = None) -> pd.DataFrame:
         raise WorkloadError(f"{path}: kind: the trace has its own kind column; give kind: only "
                             f"for an Azure-format trace")
     return validate_requests(table, where=path)
+
+
+def scale_arrivals(requests: pd.DataFrame, horizon_s: float, scale: float) -> pd.DataFrame:
+    """A recorded trace at ``scale`` times its arrival rate over the same horizon, keeping
+    its bursts: ceil(scale) copies of it, copy j shifted by j/copies of the horizon
+    (wrapping round), thinned evenly to ``scale``/copies of each (request i of copy j is
+    kept when the golden-ratio sequence at i x copies + j falls below that share; no
+    random numbers). Tokens and kinds travel with their requests."""
+    copies = max(int(np.ceil(scale)), 1)
+    keep_share = scale / copies
+    n = len(requests)
+    index = np.arange(n)
+    parts = []
+    for j in range(copies):
+        kept = ((index * copies + j) * GOLDEN_RATIO_CONJUGATE) % 1.0 < keep_share
+        part = requests.iloc[np.flatnonzero(kept)].copy()
+        part["arrival_s"] = (part["arrival_s"] + j * horizon_s / copies) % horizon_s
+        parts.append(part)
+    scaled = pd.concat(parts, ignore_index=True)
+    return scaled.sort_values("arrival_s", kind="stable").reset_index(drop=True)

@@ -11,6 +11,8 @@ A workload file is YAML::
     trace: requests.csv        # ... or a trace (ours or the Azure format), relative to the file
     kind: code                 # Azure-format traces only: their requests' kind (default: the
                                # file name's, see workloads.azure.kind_of_file)
+    scale: 2.5                 # optional: times the arrival rate, same horizon (synthetic:
+                               # every rate; a trace: shifted copies of it, thinned evenly)
     classes: {input_bins: 4, output_bins: 3}
     slo: {code: {ttft_s: 1.0}} # optional per-kind overrides of the fleet's SLO
     slo_attainment: {code: 0.95}  # share of a kind's requests that must meet every SLO when
@@ -44,10 +46,12 @@ from energy_models.inputs import (
     validate,
 )
 from workloads.errors import WorkloadError
-from workloads.requests import read_request_csv
-from workloads.synthetic import TrafficParams, generate, presets
+from workloads.requests import read_request_csv, scale_arrivals
+from workloads.synthetic import MAX_REQUESTS, TrafficParams, generate, presets
 
 SLO_FIELDS = ("ttft_s", "itl_s", "e2e_s")
+MAX_SCALE = 1000.0
+"""Largest arrival-rate multiple a workload may ask for."""
 MAX_BINS = 64
 """Token bins per kind and axis; classes grow as kinds x input bins x output bins."""
 
@@ -103,6 +107,7 @@ class WorkloadFile(StrictModel):
     traffic: Annotated[tuple[TrafficParams, ...], Field(min_length=1)] | None = None
     trace: str | None = None
     kind: Annotated[str, Field(min_length=1)] | None = None
+    scale: Annotated[float, Field(gt=0, le=MAX_SCALE)] = 1.0
     classes: Classes = Classes()
     slo: dict[str, SloOverride] = Field(default_factory=dict)
     min_quality: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
@@ -180,9 +185,18 @@ def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Worklo
         if requests.empty:
             raise WorkloadError(f"{where}: horizon_s: no request of {path.name} arrives before "
                                 f"{horizon_s:g} s; raise horizon_s")
+        if len(requests) * spec.scale > MAX_REQUESTS:
+            raise WorkloadError(f"{where}: scale: {spec.scale:g} x {len(requests):,} requests "
+                                f"is over the {MAX_REQUESTS:,} limit; lower scale or horizon_s")
+        requests = scale_arrivals(requests, horizon_s, spec.scale)
+        if requests.empty:
+            raise WorkloadError(f"{where}: scale: {spec.scale:g} keeps no request of "
+                                f"{path.name}; raise scale")
     else:
         horizon_s = spec.horizon_s or 3600.0
-        requests = generate(list(spec.traffic or ()), horizon_s, spec.seed, where)
+        traffic = [dataclasses.replace(t, rate_rps=t.rate_rps * spec.scale)
+                   for t in spec.traffic or ()]
+        requests = generate(traffic, horizon_s, spec.seed, where)
     _known_kinds(spec, set(requests["kind"].unique()), where)
     return Workload(
         name=spec.name or Path(where).stem,

@@ -21,6 +21,7 @@ have admitted it, so runs change nothing but the speed.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -146,11 +147,6 @@ class Replica:
         """When the step or run under way ends."""
         return float(self._run_ends_s[-1])
 
-    @property
-    def load(self) -> int:
-        """Requests on the replica: the router's measure of its queue."""
-        return len(self.waiting) + len(self.running)
-
     def admit(self, sequence: Sequence) -> None:
         self.waiting.append(sequence)
 
@@ -200,7 +196,8 @@ class Replica:
         for sequence in decoding:
             if not sequence.active:
                 continue  # preempted to make room for an earlier one
-            while not self._grow(sequence, 1):
+            held = sequence.input_tokens + sequence.generated + 1
+            while held > sequence.blocks * BLOCK_TOKENS and not self._grow(sequence, 1):
                 victim = self.running[-1]
                 self._preempt(victim)
                 if victim is sequence:
@@ -236,7 +233,8 @@ class Replica:
         duration_s = energy_j = 0.0
         if decoders:
             step_s, step_w = self._decode_step(
-                len(decoders), round(sum(s.context for s in decoders) / len(decoders)))
+                len(decoders),
+                round(sum(s.input_tokens + s.generated for s in decoders) / len(decoders)))
             duration_s += step_s
             energy_j += step_s * step_w
         prefill_tokens = 0
@@ -260,7 +258,7 @@ class Replica:
         steps = min(min(s.output_tokens - s.generated for s in decoders), MAX_RUN_STEPS)
         if steps <= 1:
             return 1
-        context = np.array([s.context for s in decoders])
+        context = np.array([s.input_tokens + s.generated for s in decoders])
         blocks = np.array([s.blocks for s in decoders])
 
         def blocks_needed(k: int) -> np.ndarray:
@@ -281,7 +279,7 @@ class Replica:
 
     def _run_decodes(self, now_s: float, plan: list[tuple[Sequence, int]],
                      decoders: list[Sequence], steps: int) -> float:
-        mean_context = sum(s.context for s in decoders) / len(decoders)
+        mean_context = sum(s.input_tokens + s.generated for s in decoders) / len(decoders)
         step_s, step_w = self.spec.costs.decode_steps(
             len(decoders), np.round(mean_context + np.arange(steps)))
         self._run_ends_s = now_s + np.cumsum(step_s)
@@ -317,7 +315,8 @@ class Replica:
         gaps_s: dict[float, int] = {}
         decoded = 0
         steps = len(self._run_ends_s)
-        later_gaps_s = np.diff(self._run_ends_s).tolist()
+        ends_s = self._run_ends_s.tolist()
+        first_end_s = ends_s[0]
         for sequence, chunk in self._in_step:
             if not sequence.active:
                 continue
@@ -328,7 +327,7 @@ class Replica:
             if sequence.first_token_s is None:
                 sequence.first_token_s = now_s
             else:
-                gap_s = float(self._run_ends_s[0]) - sequence.last_token_s
+                gap_s = first_end_s - sequence.last_token_s
                 gaps_s[gap_s] = gaps_s.get(gap_s, 0) + 1
                 decoded += 1
             sequence.last_token_s = now_s
@@ -337,7 +336,7 @@ class Replica:
                 finished.append(sequence)
         for sequence in finished:
             self._release(sequence)
-        for gap_s in later_gaps_s:
-            gaps_s[gap_s] = gaps_s.get(gap_s, 0) + decoded
+        for before_s, after_s in itertools.pairwise(ends_s):
+            gaps_s[after_s - before_s] = gaps_s.get(after_s - before_s, 0) + decoded
         self._in_step = []
         return finished, list(gaps_s.items())

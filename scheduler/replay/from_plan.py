@@ -10,6 +10,7 @@ for fitted or predicted ones it carries their price into every step.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pandas as pd
@@ -61,10 +62,15 @@ def plan_requests(built: Built, requests: pd.DataFrame) -> Requests:
                     requests.output_tokens.to_numpy(np.int64))
 
 
+REPLAY_WORKERS = min(os.cpu_count() or 1, 8)
+"""Processes a plan's replicas replay in (the result is the same with any number)."""
+
+
 def replay_solution(built: Built, solution: Solution, requests: pd.DataFrame) -> ReplayResult:
     """Replay ``requests`` on the replicas and routing of ``solution``."""
     return simulate(replica_specs(built, solution), solution.routing,
-                    plan_requests(built, requests), horizon_s=built.problem.horizon_s)
+                    plan_requests(built, requests), horizon_s=built.problem.horizon_s,
+                    workers=REPLAY_WORKERS)
 
 
 def unused_idle_power_w(built: Built, solution: Solution, fleet: Fleet) -> float:

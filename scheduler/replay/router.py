@@ -1,42 +1,48 @@
-"""Which replica an arriving request goes to.
+"""Which replica each request goes to, decided before any replica runs.
 
-Per class, smooth weighted round-robin over the deployments the plan routes it to, weighted
-by the plan's shares (nginx's SWRR: each pick adds every weight to its running credit, takes
-the largest credit and subtracts the total from it), so that any window of arrivals follows
-the shares as closely as whole requests can; then, among that deployment's replicas, the one
-with the fewest requests waiting and running (join-shortest-queue, lowest index on a tie).
-Deterministic: no random numbers.
+Per class, the plan's shares are apportioned over its deployments in arrival order the way
+Sainte-Laguë apportions seats: a deployment's j-th request is due at (j + 1/2) / share,
+and the class's k-th request goes to the deployment due k-th (ties to the lower index), so
+any window of arrivals follows the shares as closely as whole requests can (for two equal
+shares it alternates). A deployment's requests go round-robin over its replicas, as a load
+balancer in front of identical vLLM servers does. Nothing depends on what the replicas do,
+so each replica then runs on its own (``simulate``), in parallel if asked. Deterministic:
+no random numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from scheduler.replay.engine import Replica
 
-
-class Router:
-    def __init__(self, shares: np.ndarray, replicas: Sequence[Replica]):
-        """``shares`` (C, D): the plan's routing, any scale per class (requests or shares)."""
-        self._weights = np.asarray(shares, dtype=float)
-        self._credit = np.zeros_like(self._weights)
-        self._by_deployment: dict[int, list[Replica]] = {}
-        for replica in replicas:
-            self._by_deployment.setdefault(replica.spec.deployment, []).append(replica)
-        served = np.zeros(self._weights.shape[1], dtype=bool)
-        served[list(self._by_deployment)] = True
-        # A share on a deployment without replicas cannot be honoured: it is left out.
-        self._weights[:, ~served] = 0.0
-
-    def routable(self, request_class: int) -> bool:
-        return bool(self._weights[request_class].sum() > 0)
-
-    def pick(self, request_class: int) -> Replica:
-        weights = self._weights[request_class]
-        credit = self._credit[request_class]
-        credit += weights
-        deployment = int(np.argmax(np.where(weights > 0, credit, -np.inf)))
-        credit[deployment] -= weights.sum()
-        return min(self._by_deployment[deployment], key=lambda replica: replica.load)
+def route(shares: np.ndarray, replica_deployment: np.ndarray,
+          request_class: np.ndarray) -> np.ndarray:
+    """The replica (index into ``replica_deployment``, each replica's deployment) of every
+    request, in arrival order; -1 where its class has no share on a deployment with a
+    replica. ``shares`` (C, D): the plan's routing, any scale per class."""
+    weights = np.asarray(shares, dtype=float).copy()
+    has_replica = np.zeros(weights.shape[1], dtype=bool)
+    has_replica[np.unique(replica_deployment)] = True
+    # A share on a deployment without replicas cannot be honoured: it is left out.
+    weights[:, ~has_replica] = 0.0
+    replicas_of = {d: np.flatnonzero(replica_deployment == d)
+                   for d in np.flatnonzero(has_replica)}
+    request_class = np.asarray(request_class)
+    deployment = np.full(len(request_class), -1)
+    for c in np.unique(request_class):
+        total = weights[c].sum() if 0 <= c < len(weights) else 0.0
+        if total <= 0:
+            continue
+        members = np.flatnonzero(request_class == c)
+        share = weights[c] / total
+        used = np.flatnonzero(share > 0)
+        due_s = [(np.arange(int(np.ceil(len(members) * share[d])) + 1) + 0.5) / share[d]
+                 for d in used]
+        owner = np.repeat(used, [len(t) for t in due_s])
+        order = np.argsort(np.concatenate(due_s), kind="stable")[:len(members)]
+        deployment[members] = owner[order]
+    replica = np.full(len(request_class), -1)
+    for d, replicas in replicas_of.items():
+        mine = np.flatnonzero(deployment == d)
+        replica[mine] = replicas[np.arange(len(mine)) % len(replicas)]
+    return replica
