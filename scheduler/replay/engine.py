@@ -21,6 +21,7 @@ have admitted it, so runs change nothing but the speed.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 from collections import deque
@@ -33,6 +34,8 @@ from energy_models.memory import BLOCK_TOKENS, serving_memory
 from energy_models.steps import StepCosts
 
 GIB = 2**30
+CONTEXT_BLOCK = 1024
+"""Mean contexts whose decode step costs are priced together (one array per batch)."""
 MAX_RUN_STEPS = 4096
 """Longest run of decode steps priced at once (bounds the arrays a run holds)."""
 
@@ -125,13 +128,30 @@ class Replica:
     """End time of each step of the run (or the one step) under way."""
     _run_energy_j: np.ndarray = field(default_factory=lambda: np.empty(0))
     """Energy of the run under way by the end of each of its steps."""
-    _decode_costs: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
+    _decode_costs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict)
+    """(batch, block of CONTEXT_BLOCK contexts) -> decode step time and power over it."""
 
-    def _decode_step(self, batch: int, context_tokens: int) -> tuple[float, float]:
-        """The step costs at (batch, mean context in whole tokens), computed once each."""
-        key = (batch, context_tokens)
+    def _decode_steps(self, batch: int, context_tokens: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Decode step (time_s, power_w) at ``batch`` and each whole-token mean context,
+        looked up in blocks of contexts priced once per replica."""
+        block = context_tokens // CONTEXT_BLOCK
+        offset = context_tokens - block * CONTEXT_BLOCK
+        first, last = int(block[0]), int(block[-1])
+        tables = [self._decode_block(batch, b) for b in range(first, last + 1)]
+        if len(tables) == 1:
+            return tables[0][0][offset], tables[0][1][offset]
+        times = np.concatenate([t for t, _ in tables])
+        powers = np.concatenate([w for _, w in tables])
+        index = (block - first) * CONTEXT_BLOCK + offset
+        return times[index], powers[index]
+
+    def _decode_block(self, batch: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (batch, block)
         if key not in self._decode_costs:
-            self._decode_costs[key] = self.spec.costs.decode_step(batch, context_tokens)
+            contexts = block * CONTEXT_BLOCK + np.arange(CONTEXT_BLOCK)
+            self._decode_costs[key] = self.spec.costs.decode_steps(batch, contexts)
         return self._decode_costs[key]
 
     def __post_init__(self) -> None:
@@ -192,7 +212,10 @@ class Replica:
         """One step's work under the token budget: (sequence, prefill tokens; 0 to decode)."""
         budget = self.spec.max_batched_tokens
         plan: list[tuple[Sequence, int]] = []
-        decoding = [s for s in self.running if s.prefilled >= s.prefill_target]
+        decoding, prefilling = [], []
+        for sequence in self.running:
+            (prefilling if sequence.prefilled < sequence.prefill_target
+             else decoding).append(sequence)
         for sequence in decoding:
             if not sequence.active:
                 continue  # preempted to make room for an earlier one
@@ -205,8 +228,8 @@ class Replica:
             if sequence.active and budget > 0:
                 plan.append((sequence, 0))
                 budget -= 1
-        for sequence in self.running:
-            if sequence.prefilled < sequence.prefill_target and budget > 0:
+        for sequence in prefilling:
+            if sequence.active and budget > 0:
                 chunk = min(sequence.prefill_target - sequence.prefilled, budget)
                 if self._grow(sequence, chunk):
                     plan.append((sequence, chunk))
@@ -232,11 +255,10 @@ class Replica:
                 return self._run_decodes(now_s, plan, decoders, steps)
         duration_s = energy_j = 0.0
         if decoders:
-            step_s, step_w = self._decode_step(
-                len(decoders),
-                round(sum(s.input_tokens + s.generated for s in decoders) / len(decoders)))
-            duration_s += step_s
-            energy_j += step_s * step_w
+            step_s, step_w = self._decode_steps(len(decoders), np.array(
+                [round(sum(s.input_tokens + s.generated for s in decoders) / len(decoders))]))
+            duration_s += float(step_s[0])
+            energy_j += float(step_s[0] * step_w[0])
         prefill_tokens = 0
         for sequence, chunk in plan:
             if chunk:
@@ -280,8 +302,8 @@ class Replica:
     def _run_decodes(self, now_s: float, plan: list[tuple[Sequence, int]],
                      decoders: list[Sequence], steps: int) -> float:
         mean_context = sum(s.input_tokens + s.generated for s in decoders) / len(decoders)
-        step_s, step_w = self.spec.costs.decode_steps(
-            len(decoders), np.round(mean_context + np.arange(steps)))
+        step_s, step_w = self._decode_steps(
+            len(decoders), np.round(mean_context + np.arange(steps)).astype(np.int64))
         self._run_ends_s = now_s + np.cumsum(step_s)
         self._run_energy_j = np.cumsum(step_s * step_w)
         self.steps.append(StepRecord(now_s, float(self._run_ends_s[-1] - now_s),
@@ -312,8 +334,8 @@ class Replica:
         """Finish the step or run under way at ``now_s``: the sequences that completed, and
         the inter-token gaps of the tokens it produced after a first, as (gap, how many)."""
         finished = []
-        gaps_s: dict[float, int] = {}
-        decoded = 0
+        previous_s = []
+        """Time of the last token before this step, of each sequence that had one."""
         steps = len(self._run_ends_s)
         ends_s = self._run_ends_s.tolist()
         first_end_s = ends_s[0]
@@ -327,16 +349,17 @@ class Replica:
             if sequence.first_token_s is None:
                 sequence.first_token_s = now_s
             else:
-                gap_s = first_end_s - sequence.last_token_s
-                gaps_s[gap_s] = gaps_s.get(gap_s, 0) + 1
-                decoded += 1
+                previous_s.append(sequence.last_token_s)
             sequence.last_token_s = now_s
             sequence.generated += steps
             if sequence.generated >= sequence.output_tokens:
                 finished.append(sequence)
         for sequence in finished:
             self._release(sequence)
+        # Most sequences had their last token when the step began: count times, not gaps.
+        gaps_s = {first_end_s - last_s: count
+                  for last_s, count in collections.Counter(previous_s).items()}
         for before_s, after_s in itertools.pairwise(ends_s):
-            gaps_s[after_s - before_s] = gaps_s.get(after_s - before_s, 0) + decoded
+            gaps_s[after_s - before_s] = gaps_s.get(after_s - before_s, 0) + len(previous_s)
         self._in_step = []
         return finished, list(gaps_s.items())
