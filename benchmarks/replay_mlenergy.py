@@ -56,7 +56,7 @@ def simulate_row(row: pd.Series, rng: np.random.Generator) -> dict[str, float]:
     steps = result.steps[0]
     inside = (steps["start_s"] >= start_s) & (steps["start_s"] < end_s)
     window_s = steps["duration_s"][inside].sum()
-    tokens = steps["decode_batch"][inside].sum()
+    tokens = (steps["decode_batch"] * steps["steps"])[inside].sum()  # a run is many steps
     return {
         "sim tok/s": tokens / window_s,
         "sim J/tok": steps["energy_j"][inside].sum() / tokens,
