@@ -134,8 +134,8 @@ def plan(
     baselines: Annotated[bool, typer.Option(help="Compare with the rules operators use today.")] = True,  # noqa: E501
     models: Annotated[Path | None, typer.Option(help="Fitted regressions from `wattsched fit`; they price the pairs they cover before the analytical model.")] = None,  # noqa: E501
     replicas: Annotated[Path | None, typer.Option(help="Replicas you run today (YAML); keeps them and optimises only the routing, exactly.")] = None,  # noqa: E501
-    replay: Annotated[bool, typer.Option("--replay", help="Also replay the optimised plan on the workload's arrivals, request by request, and report its energy and SLOs beside the plan's (a few seconds on the bundled default).")] = False,  # noqa: E501
-    verify: Annotated[bool, typer.Option("--verify", help="Replay the plan and, where a request kind misses its SLO attainment target (workload slo_attainment, default 0.99), tighten and solve again until it meets it; implies --replay (minutes on the bundled default).")] = False,  # noqa: E501
+    replay: Annotated[bool, typer.Option("--replay/--no-replay", help="Replay the optimised plan on the workload's arrivals, request by request, and report its energy and SLOs beside the plan's (about a second on the bundled default).")] = True,  # noqa: E501
+    verify: Annotated[bool, typer.Option("--verify", help="Replay the plan and, where a request kind misses its SLO attainment target (workload slo_attainment, default 0.99), tighten and solve again until it meets it (about a minute on the bundled default).")] = False,  # noqa: E501
 ) -> None:
     """Plan replicas and routing with the least energy, and compare with the baselines."""
     from scheduler.inventory import load_fleet, load_replicas

@@ -201,6 +201,10 @@ def render_tables(console: Console, plan: Plan, baselines: dict[str, Plan | str]
                      f"{replayed['slo_attainment']:.1%}", f"{replayed['ttft_p99_s']:.2f} s",
                      f"{replayed['itl_p99_s'] * 1e3:.0f} ms", f"{replayed['e2e_p99_s']:.1f} s",
                      f"{replayed['peak_power_w'] / 1e3:,.2f} kW")
+        if verified is None and replayed["slo_attainment"] < plan.slo_attainment - 0.01:
+            side.caption = ("As served, requests queue and stall where the plan assumed "
+                            "none: `wattsched plan --verify` solves again until every kind "
+                            "meets its SLO target in replay.")
         console.print(side)
     if verified is not None:
         _render_verify(console, verified)

@@ -165,7 +165,7 @@ def test_plan_replay_reports_the_replay_beside_the_plan(tmp_path):
     assert replay["replayed_energy_j"] > 0
     assert 0.0 <= replay["slo_attainment"] <= 1.0
     plain = one_json_document(wattsched("plan", "--workload", str(path), "--no-baselines",
-                                        "--format", "json"))
+                                        "--no-replay", "--format", "json"))
     assert "replay" not in plain
 
 
