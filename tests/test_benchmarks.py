@@ -15,17 +15,26 @@ def _main(name: str):
     return runpy.run_path(str(BENCHMARKS / name), run_name="benchmark")["main"]
 
 
+@pytest.fixture
+def powertrace_data(shared_data: Path) -> Path:
+    if not (shared_data / "powertrace").is_dir():
+        pytest.skip("../shared/data/powertrace is absent")
+    return shared_data
+
+
+@pytest.mark.parametrize("name", ["analytical_accuracy", "regression_accuracy", "memory_rules",
+                                  "powertrace_rows", "replay_mlenergy", "replay_powertrace"])
+def test_a_benchmark_on_data_skips_without_it(name, tmp_path, capsys):
+    assert _main(f"{name}.py")(["--data", str(tmp_path)]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
 def test_analytical_accuracy_benchmark(shared_data, capsys):
     assert _main("analytical_accuracy.py")(["--data", str(shared_data)]) == 0
     out = capsys.readouterr().out
     assert "H100-SXM" in out
     assert "energy_mdape_pct" in out
     assert "shipped constants differ" not in out
-
-
-def test_analytical_accuracy_benchmark_skips_without_data(tmp_path, capsys):
-    assert _main("analytical_accuracy.py")(["--data", str(tmp_path)]) == 0
-    assert "skipped" in capsys.readouterr().out
 
 
 def test_plan_default_benchmark(capsys):
@@ -48,11 +57,6 @@ def test_regression_accuracy_benchmark(shared_data, capsys):
     out = capsys.readouterr().out
     assert "grid targets met" in out
     assert "6/6" in out
-
-
-def test_regression_accuracy_benchmark_skips_without_data(tmp_path, capsys):
-    assert _main("regression_accuracy.py")(["--data", str(tmp_path)]) == 0
-    assert "skipped" in capsys.readouterr().out
 
 
 def test_gpu_calibration_benchmark_skips_without_gpu(monkeypatch, tmp_path, capsys):
@@ -120,26 +124,14 @@ def test_memory_rules_benchmark(shared_data, capsys):
     assert "refused:" not in out
 
 
-def test_memory_rules_benchmark_skips_without_data(tmp_path, capsys):
-    assert _main("memory_rules.py")(["--data", str(tmp_path)]) == 0
-    assert "skipped" in capsys.readouterr().out
-
-
-def test_powertrace_rows_benchmark(shared_data, capsys):
-    if not (shared_data / "powertrace").is_dir():
-        pytest.skip("../shared/data/powertrace is absent")
-    assert _main("powertrace_rows.py")(["--data", str(shared_data)]) == 0
+def test_powertrace_rows_benchmark(powertrace_data, capsys):
+    assert _main("powertrace_rows.py")(["--data", str(powertrace_data)]) == 0
     out = capsys.readouterr().out
     assert "steady-serving rows: 25 (vLLM 0.10.1.1)" in out
     assert "measured vs ML.ENERGY v3 lm-arena-chat" in out
     assert "j_per_token: measured / v3 = " in out
     assert "catalog_idle_w" in out
     assert "H100-SXM" in out
-
-
-def test_powertrace_rows_benchmark_skips_without_data(tmp_path, capsys):
-    assert _main("powertrace_rows.py")(["--data", str(tmp_path)]) == 0
-    assert "skipped" in capsys.readouterr().out
 
 
 def test_routing_speed_benchmark(capsys):
@@ -184,23 +176,11 @@ def test_replay_mlenergy_benchmark(shared_data, capsys):
     assert tok_err < 40.0
 
 
-def test_replay_mlenergy_benchmark_skips_without_data(tmp_path, capsys):
-    assert _main("replay_mlenergy.py")(["--data", str(tmp_path)]) == 0
-    assert "skipped" in capsys.readouterr().out
-
-
-def test_replay_powertrace_benchmark(shared_data, capsys):
-    if not (shared_data / "powertrace").is_dir():
-        pytest.skip("../shared/data/powertrace is absent")
-    assert _main("replay_powertrace.py")(["--data", str(shared_data), "--seeds", "0"]) == 0
+def test_replay_powertrace_benchmark(powertrace_data, capsys):
+    assert _main("replay_powertrace.py")(["--data", str(powertrace_data), "--seeds", "0"]) == 0
     out = capsys.readouterr().out
     assert "qwen3-8b_h100_tp1_rate4_validate" in out
     assert "energy kJ: median |error|" in out
-
-
-def test_replay_powertrace_benchmark_skips_without_data(tmp_path, capsys):
-    assert _main("replay_powertrace.py")(["--data", str(tmp_path)]) == 0
-    assert "skipped" in capsys.readouterr().out
 
 
 def test_replay_speed_benchmark(capsys):
