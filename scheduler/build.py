@@ -230,12 +230,11 @@ def base_power_w(candidates: pd.DataFrame, occupancy_s: np.ndarray, gross_j: np.
     is priced per request. ``gross_j`` and ``occupancy_s`` are (C, D), the classes weighted
     by ``weights`` (C, D: requests of each class the deployment can serve).
     """
-    served = weights > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        occupancy = np.einsum("cd,cd->d", weights, occupancy_s) / weights.sum(axis=0)
-        power_w = np.einsum("cd,cd->d", weights, gross_j) / weights.sum(axis=0) / occupancy
-        least_class_w = np.where(served, gross_j / occupancy_s, np.inf).min(axis=0)
-        throughput = 1.0 / occupancy
+        occupied_s = np.einsum("cd,cd->d", weights, occupancy_s)
+        power_w = np.einsum("cd,cd->d", weights, gross_j) / occupied_s
+        throughput = weights.sum(axis=0) / occupied_s
+        least_class_w = np.where(weights > 0, gross_j / occupancy_s, np.inf).min(axis=0)
     idle_w = candidates.idle_power_w.to_numpy(float)
     recomputes = candidates.recompute_tokens.to_numpy(float) > 0
     base_w = idle_w.copy()

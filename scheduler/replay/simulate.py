@@ -93,8 +93,9 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
         served_by[too_long]]
     served_by[too_long] = -1
     arrival_s = np.asarray(requests.arrival_s, dtype=float)
+    members = [np.flatnonzero(served_by == k) for k in range(len(replica_specs))]
     jobs = [(spec, arrival_s[mine], tokens_in[mine], tokens_out[mine])
-            for spec, mine in ((spec, served_by == k) for k, spec in enumerate(replica_specs))]
+            for spec, mine in zip(replica_specs, members, strict=True)]
     if workers > 1 and sum(len(job[1]) > 0 for job in jobs) > 1:
         # Workers start from a clean server process: forking one that holds solver or BLAS
         # threads can hang the child.
@@ -105,8 +106,7 @@ def simulate(replica_specs: Sequence[ReplicaSpec], shares: np.ndarray, requests:
     n = len(requests)
     first_token_s = np.full(n, np.nan)
     done_s = np.full(n, np.nan)
-    for k, outcome in enumerate(outcomes):
-        mine = served_by == k
+    for mine, outcome in zip(members, outcomes, strict=True):
         first_token_s[mine] = outcome.first_token_s
         done_s[mine] = outcome.done_s
     e2e_s = done_s - arrival_s

@@ -59,8 +59,8 @@ class Verification:
     replayed: dict[str, Any]
     """The last plan's replay summary (``replay_summary``)."""
     rounds: list[dict[str, Any]]
-    """Per round: planned and replayed energy, attainment per kind, pairs excluded and the
-    largest headroom so far."""
+    """Per round: planned and replayed energy, attainment and headroom per kind, pairs
+    excluded, and whether every target was met."""
     solves: int
     """Re-solves it took, including any the fleet could not give."""
     met: bool
@@ -186,9 +186,9 @@ def _room_to_queue(problem: Problem) -> np.ndarray:
         share = np.max([getattr(problem, kind) / bound[:, None]
                         for kind, bound in problem.class_slos().items()], axis=0)
     share = np.where(problem.servable, share, np.inf)
+    fits = share <= LONE_SLACK
     closest = share <= share.min(axis=1, keepdims=True) * (1 + 1e-9)
-    return (share <= LONE_SLACK) | (closest & ~(share <= LONE_SLACK).any(axis=1,
-                                                                        keepdims=True))
+    return fits | (closest & ~fits.any(axis=1, keepdims=True))
 
 
 def _tightened(built: Built, headroom: dict[str, float], allowed: np.ndarray) -> Built:
