@@ -119,3 +119,46 @@ def test_workload_trace_is_relative_to_the_file(tmp_path):
     work = load_workload(tmp_path / "w.yaml")
     assert len(work.requests) == 2
     assert work.horizon_s == 60
+
+
+def _azure_csv(path, seconds: list[float], start: str = "2023-11-16 18:15:00") -> None:
+    base = pd.Timestamp(start)
+    rows = [f"{base + pd.Timedelta(seconds=s)},{100 + i},{10 + i}" for i, s in enumerate(seconds)]
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\n")
+
+
+def test_several_traces_are_served_together_each_from_its_own_start(tmp_path):
+    _azure_csv(tmp_path / "a.csv", [0.0, 4.0, 8.0])
+    _azure_csv(tmp_path / "b.csv", [0.0, 1.0], start="2023-11-16 18:17:00")
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"trace": [
+        {"path": "a.csv", "kind": "code"}, {"path": "b.csv", "kind": "chat"}], "horizon_s": 10}))
+    work = load_workload(tmp_path / "w.yaml")
+    requests = work.requests
+    assert requests.arrival_s.tolist() == [0.0, 0.0, 1.0, 4.0, 8.0]
+    assert requests.kind.tolist() == ["chat", "code", "chat", "code", "code"]
+    assert sorted(requests.input_tokens[requests.kind == "code"]) == [100, 101, 102]
+
+
+@pytest.mark.parametrize(
+    ("trace", "extra", "field"),
+    [
+        ([{"path": "a.csv"}, {"path": "missing.csv"}], {}, "trace[1].path"),
+        ([{"path": "a.csv"}], {"kind": "chat"}, "kind"),
+        ([], {}, "trace"),
+        ([{"path": "a.csv", "colour": 1}], {}, "trace"),
+    ],
+)
+def test_bad_trace_lists_name_the_field(tmp_path, trace, extra, field):
+    _azure_csv(tmp_path / "a.csv", [0.0, 1.0])
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"trace": trace, **extra}))
+    with pytest.raises(WorkloadError, match=re.escape(f"w.yaml: {field}")):
+        load_workload(tmp_path / "w.yaml")
+
+
+def test_kinds_that_clash_across_traces_are_refused(tmp_path):
+    _azure_csv(tmp_path / "a.csv", [0.0])
+    _azure_csv(tmp_path / "b.csv", [0.0])
+    (tmp_path / "w.yaml").write_text(yaml.safe_dump({"trace": [
+        {"path": "a.csv", "kind": "chat-1"}, {"path": "b.csv", "kind": "chat_1"}]}))
+    with pytest.raises(WorkloadError, match="kind: kinds"):
+        load_workload(tmp_path / "w.yaml")

@@ -27,7 +27,7 @@ MAX_TOKENS = 10_000_000
 """Tokens of one prompt or completion: far above any model's context, far below int64."""
 
 
-def _distinct_kinds(kinds: pd.Series, where: str) -> None:
+def check_distinct_kinds(kinds: pd.Series, where: str) -> None:
     """Kinds become solver ids (class ``{kind}.in0.out1``), which merge '-', '_', ' ', ..."""
     seen: dict[str, str] = {}
     for kind in kinds.unique():
@@ -67,7 +67,7 @@ def validate_requests(table: pd.DataFrame, where: str) -> pd.DataFrame:
     out["input_tokens"] = out["input_tokens"].astype(np.int64)
     out["output_tokens"] = out["output_tokens"].astype(np.int64)
     out["kind"] = out["kind"].astype(str)
-    _distinct_kinds(out["kind"], where)
+    check_distinct_kinds(out["kind"], where)
     return out.sort_values(["arrival_s", "kind"], kind="stable").reset_index(drop=True)
 
 

@@ -11,6 +11,9 @@ A workload file is YAML::
     trace: requests.csv        # ... or a trace (ours or the Azure format), relative to the file
     kind: code                 # Azure-format traces only: their requests' kind (default: the
                                # file name's, see workloads.azure.kind_of_file)
+    trace:                     # ... or several traces served together, each from its own start
+      - {path: AzureLLMInferenceTrace_code.csv, kind: code}   # kind: as above, per file
+      - {path: AzureLLMInferenceTrace_conv.csv}
     scale: 2.5                 # optional: times the arrival rate, same horizon (synthetic:
                                # every rate; a trace: shifted copies of it, thinned evenly)
     classes: {input_bins: 4, output_bins: 3}
@@ -46,7 +49,7 @@ from energy_models.inputs import (
     validate,
 )
 from workloads.errors import WorkloadError
-from workloads.requests import read_request_csv, scale_arrivals
+from workloads.requests import check_distinct_kinds, read_request_csv, scale_arrivals
 from workloads.synthetic import MAX_REQUESTS, TrafficParams, generate, presets
 
 SLO_FIELDS = ("ttft_s", "itl_s", "e2e_s")
@@ -98,6 +101,14 @@ class Classes(StrictModel):
     output_bins: Bins = 3
 
 
+class TraceFile(StrictModel):
+    """One of several traces: its path (relative to the workload file) and, for the Azure
+    format, its requests' kind."""
+
+    path: Annotated[str, Field(min_length=1)]
+    kind: Annotated[str, Field(min_length=1)] | None = None
+
+
 class WorkloadFile(StrictModel):
     """The workload YAML as written (see the module docstring)."""
 
@@ -105,7 +116,7 @@ class WorkloadFile(StrictModel):
     horizon_s: Seconds | None = None
     seed: Annotated[int, Field(ge=0)] = 0
     traffic: Annotated[tuple[TrafficParams, ...], Field(min_length=1)] | None = None
-    trace: str | None = None
+    trace: str | Annotated[tuple[TraceFile, ...], Field(min_length=1)] | None = None
     kind: Annotated[str, Field(min_length=1)] | None = None
     scale: Annotated[float, Field(gt=0, le=MAX_SCALE)] = 1.0
     classes: Classes = Classes()
@@ -156,7 +167,14 @@ class WorkloadFile(StrictModel):
         if self.kind is not None and self.trace is None:
             raise field_error("kind", "only for an Azure-format trace; synthetic traffic "
                                       "names its kind in each traffic item")
+        if self.kind is not None and not isinstance(self.trace, str):
+            raise field_error("kind", "with several traces, give each item its own kind")
         return self
+
+    def trace_files(self) -> tuple[TraceFile, ...]:
+        if isinstance(self.trace, str):
+            return (TraceFile(path=self.trace, kind=self.kind),)
+        return self.trace or ()
 
 
 def _known_kinds(spec: WorkloadFile, kinds: set[str], where: str) -> None:
@@ -168,30 +186,43 @@ def _known_kinds(spec: WorkloadFile, kinds: set[str], where: str) -> None:
                                     f"{did_you_mean(kind, kinds)}")
 
 
+def _read_traces(spec: WorkloadFile, where: str, base_dir: Path | None) -> pd.DataFrame:
+    """Every trace file's requests in one table, each file's arrivals from its own start."""
+    tables = []
+    for i, item in enumerate(spec.trace_files()):
+        field_name = "trace" if isinstance(spec.trace, str) else f"trace[{i}].path"
+        path = Path(item.path)
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if not path.is_file():
+            raise WorkloadError(f"{where}: {field_name}: {short(item.path)} is not a file "
+                                f"(looked for {path}); give the CSV's path, relative to the "
+                                f"workload file")
+        tables.append(read_request_csv(str(path), azure_kind=item.kind))
+    if len(tables) == 1:
+        return tables[0]
+    merged = pd.concat(tables, ignore_index=True)
+    check_distinct_kinds(merged["kind"], where)
+    return merged.sort_values(["arrival_s", "kind"], kind="stable").reset_index(drop=True)
+
+
 def parse_workload(raw: Any, where: str, base_dir: Path | None = None) -> Workload:
     """Validate parsed YAML into a Workload (generating or reading its requests)."""
     spec = validate(WorkloadFile, raw, message_error(WorkloadError, where))
     if spec.trace is not None:
-        path = Path(spec.trace)
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
-        if not path.is_file():
-            raise WorkloadError(f"{where}: trace: {short(spec.trace)} is not a file "
-                                f"(looked for {path}); give the CSV's path, relative to the "
-                                f"workload file")
-        requests = read_request_csv(str(path), azure_kind=spec.kind)
+        requests = _read_traces(spec, where, base_dir)
         horizon_s = spec.horizon_s or max(float(requests["arrival_s"].max()), 1.0)
         requests = requests[requests["arrival_s"] < horizon_s].reset_index(drop=True)
         if requests.empty:
-            raise WorkloadError(f"{where}: horizon_s: no request of {path.name} arrives before "
+            raise WorkloadError(f"{where}: horizon_s: no request of the trace arrives before "
                                 f"{horizon_s:g} s; raise horizon_s")
         if len(requests) * spec.scale > MAX_REQUESTS:
             raise WorkloadError(f"{where}: scale: {spec.scale:g} x {len(requests):,} requests "
                                 f"is over the {MAX_REQUESTS:,} limit; lower scale or horizon_s")
         requests = scale_arrivals(requests, horizon_s, spec.scale)
         if requests.empty:
-            raise WorkloadError(f"{where}: scale: {spec.scale:g} keeps no request of "
-                                f"{path.name}; raise scale")
+            raise WorkloadError(f"{where}: scale: {spec.scale:g} keeps no request of the "
+                                f"trace; raise scale")
     else:
         horizon_s = spec.horizon_s or 3600.0
         traffic = [dataclasses.replace(t, rate_rps=t.rate_rps * spec.scale)
